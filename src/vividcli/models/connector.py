@@ -1,0 +1,42 @@
+"""Dual-branch connector (paper section 3.2): injects one ControlNet state after a DiT block.
+
+Branch 1 is an MLP of the control tokens; branch 2 is a cross-attention whose queries come from the
+DiT video tokens, keys from an MLP of the control tokens, and values are the control tokens
+themselves. Both are added to the DiT tokens. Parameter names match the official `connectors.pt`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _mlp(dim: int, width: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, width), nn.SiLU(), nn.Linear(width, dim))
+
+
+class DualBranchConnector(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int = 48, mlp_width: int = 512, norm_eps: float = 1e-6):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden size {hidden_size} is not divisible by {num_heads} connector heads")
+        self.num_heads = num_heads
+        head_dim = hidden_size // num_heads
+        self.to_q = _mlp(hidden_size, mlp_width)
+        self.to_k = _mlp(hidden_size, mlp_width)
+        self.norm_q = nn.LayerNorm(head_dim, eps=norm_eps)
+        self.norm_k = nn.LayerNorm(head_dim, eps=norm_eps)
+        self.out_layer = _mlp(hidden_size, mlp_width)
+        self.c_mlp = _mlp(hidden_size, mlp_width)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # [B, N, D] -> [B, heads, N, D/heads]
+
+    def forward(self, hidden_states: torch.Tensor, control_states: torch.Tensor) -> torch.Tensor:
+        """DiT video tokens [B, N, D] and control tokens [B, M, D] -> updated DiT tokens [B, N, D]."""
+        q = self.norm_q(self._heads(self.to_q(hidden_states)))
+        k = self.norm_k(self._heads(self.to_k(control_states)))
+        v = self._heads(control_states)
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        return hidden_states + self.out_layer(attended) + self.c_mlp(control_states)

@@ -1,0 +1,168 @@
+"""Loading the official checkpoints, strictly.
+
+Layout (what the official downloads produce):
+
+    <ckpt-dir>/CogVideoX1.5-5B/{transformer,vae,text_encoder,tokenizer,scheduler}/   (zai-org/CogVideoX1.5-5B)
+    <ckpt-dir>/Vivid-VR/controlnet/{config.json,diffusion_pytorch_model.safetensors} (csbhr/Vivid-VR)
+    <ckpt-dir>/Vivid-VR/{connectors.pt,control_feat_proj.pt,control_patch_embed.pt}
+
+The transformer and ControlNet are built on the meta device and filled in one strict
+`load_state_dict(assign=True)`: every key must be present exactly once with the expected shape, and
+any problem is reported as one line naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from vividcli.errors import CheckpointError
+from vividcli.models.controlnet import VividVRControlNetModel
+from vividcli.models.transformer import VividVRTransformer3DModel
+
+COGVIDEOX_REPO = "zai-org/CogVideoX1.5-5B"
+VIVIDVR_REPO = "csbhr/Vivid-VR"
+HOW_TO_GET = (
+    f"get the official checkpoints with `vividvr models download` or from Hugging Face "
+    f"({COGVIDEOX_REPO}, {VIVIDVR_REPO})"
+)
+
+# Vivid-VR additions to the transformer: state-dict prefix -> file under Vivid-VR/.
+TRANSFORMER_ADDITIONS = {
+    "connectors.": "connectors.pt",
+    "control_feat_proj.": "control_feat_proj.pt",
+    "control_patch_embed.": "control_patch_embed.pt",
+}
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """Paths of the official layout under one checkpoint folder."""
+
+    root: Path
+
+    @property
+    def cogvideox(self) -> Path:
+        return self.root / "CogVideoX1.5-5B"
+
+    @property
+    def vividvr(self) -> Path:
+        return self.root / "Vivid-VR"
+
+    def required_paths(self) -> list[Path]:
+        cog, viv = self.cogvideox, self.vividvr
+        return [
+            *(cog / sub for sub in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")),
+            cog / "transformer" / "config.json",
+            cog / "vae" / "config.json",
+            cog / "text_encoder" / "config.json",
+            cog / "scheduler" / "scheduler_config.json",
+            viv / "controlnet" / "config.json",
+            *(viv / name for name in TRANSFORMER_ADDITIONS.values()),
+        ]
+
+    def check(self) -> None:
+        """Raise a one-line CheckpointError for the first missing folder or file."""
+        if not self.root.is_dir():
+            raise CheckpointError(f"checkpoint folder {self.root} does not exist; {HOW_TO_GET}")
+        for path in self.required_paths():
+            if not path.exists():
+                raise CheckpointError(f"checkpoint incomplete: {path} is missing; {HOW_TO_GET}")
+
+
+def read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, or a `torch.save`d state dict loaded with `weights_only=True` (no pickled code)."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} is missing; {HOW_TO_GET}")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path, device="cpu")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign files surface as many exception types
+        raise CheckpointError(f"cannot read checkpoint file {path} ({type(exc).__name__}: {exc}); {HOW_TO_GET}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint file {path} is not a state dict of tensors; {HOW_TO_GET}")
+    return state
+
+
+def read_weights_folder(folder: Path, weights_name: str) -> dict[str, tuple[torch.Tensor, Path]]:
+    """All tensors of a diffusers/transformers weights folder, single file or sharded with an index."""
+    single = folder / f"{weights_name}.safetensors"
+    index = folder / f"{weights_name}.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+    else:
+        raise CheckpointError(f"no weights in {folder}: expected {single.name} or {index.name}; {HOW_TO_GET}")
+    tensors: dict[str, tuple[torch.Tensor, Path]] = {}
+    for file in files:
+        for key, value in read_tensor_file(file).items():
+            tensors[key] = (value, file)
+    return tensors
+
+
+def fill_module(
+    module: nn.Module,
+    tensors: dict[str, tuple[torch.Tensor, Path]],
+    expected_file: dict[str, Path],
+    dtype: torch.dtype,
+) -> None:
+    """Strictly load `tensors` (key -> (tensor, source file)) into a meta-device `module`.
+
+    `expected_file` maps every expected key to the file that should hold it (for error messages).
+    """
+    expected = module.state_dict()
+    for key, target in expected.items():
+        if key not in tensors:
+            raise CheckpointError(
+                f"{expected_file[key]}: missing key '{key}' (expected shape {list(target.shape)}); {HOW_TO_GET}"
+            )
+        value, file = tensors[key]
+        if value.shape != target.shape:
+            raise CheckpointError(
+                f"{file}: key '{key}' has shape {list(value.shape)}, expected {list(target.shape)}; "
+                f"the file does not match the model config; {HOW_TO_GET}"
+            )
+    for key, (_, file) in tensors.items():
+        if key not in expected:
+            raise CheckpointError(f"{file}: unexpected key '{key}' (not in the model); {HOW_TO_GET}")
+    module.load_state_dict({k: v.to(dtype) for k, (v, _) in tensors.items()}, strict=True, assign=True)
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read model config {path} ({exc}); {HOW_TO_GET}") from exc
+
+
+def load_transformer(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device | str) -> VividVRTransformer3DModel:
+    """CogVideoX1.5 transformer weights + the three Vivid-VR `.pt` files, strictly."""
+    folder = layout.cogvideox / "transformer"
+    with torch.device("meta"):
+        model = VividVRTransformer3DModel.from_config(_read_config(folder / "config.json"))
+    tensors = read_weights_folder(folder, "diffusion_pytorch_model")
+    expected_file = {key: folder for key in model.state_dict()}
+    for prefix, name in TRANSFORMER_ADDITIONS.items():
+        path = layout.vividvr / name
+        for key, value in read_tensor_file(path).items():
+            tensors[prefix + key] = (value, path)
+        expected_file.update({k: path for k in expected_file if k.startswith(prefix)})
+    fill_module(model, tensors, expected_file, dtype)
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_controlnet(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device | str) -> VividVRControlNetModel:
+    folder = layout.vividvr / "controlnet"
+    with torch.device("meta"):
+        model = VividVRControlNetModel.from_config(_read_config(folder / "config.json"))
+    tensors = read_weights_folder(folder, "diffusion_pytorch_model")
+    fill_module(model, tensors, {key: folder for key in model.state_dict()}, dtype)
+    return model.to(device).eval().requires_grad_(False)

@@ -1,0 +1,100 @@
+"""The Vivid-VR transformer: the frozen CogVideoX1.5 DiT plus the control modules it was trained with.
+
+The backbone is diffusers' stock `CogVideoXTransformer3DModel` (same config, same weights as the
+official CogVideoX1.5-5B `transformer/` folder). Vivid-VR adds three things, loaded from the
+official `Vivid-VR/*.pt` files:
+
+* `control_feat_proj`: the control feature projector (paper 3.2) for the control latents;
+* `control_patch_embed`: a patch embedding of the projected control latents, added to the DiT input;
+* `connectors`: one dual-branch connector after each DiT block, feeding ControlNet state
+  `i // ceil(num_layers / num_states)` into the video tokens.
+
+The model input has 2x16 channels: noisy latents, then control latents (the pipeline concatenates).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Sequence
+
+import torch
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXTransformer3DModel
+from torch import nn
+
+from vividcli.models.connector import DualBranchConnector
+from vividcli.models.embedding import control_patch_embed, embed_timestep, embed_tokens, unpatchify
+from vividcli.models.projector import ControlFeatureProjector
+
+
+class VividVRTransformer3DModel(CogVideoXTransformer3DModel):
+    """CogVideoX1.5 DiT + control feature projector + control patch embed + dual-branch connectors."""
+
+    # Same constructor signature as the stock model, so the official config.json applies unchanged
+    # (diffusers reads the accepted config keys from the signature).
+    @functools.wraps(CogVideoXTransformer3DModel.__init__)
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        inner_dim = cfg.num_attention_heads * cfg.attention_head_dim
+        self.connectors = nn.ModuleList([DualBranchConnector(inner_dim) for _ in range(cfg.num_layers)])
+        self.control_feat_proj = ControlFeatureProjector(cfg.in_channels, cfg.time_embed_dim)
+        self.control_patch_embed = control_patch_embed(
+            patch_size=cfg.patch_size,
+            patch_size_t=cfg.patch_size_t,
+            in_channels=cfg.in_channels,
+            inner_dim=inner_dim,
+            text_embed_dim=cfg.text_embed_dim,
+            bias=cfg.patch_bias,
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        control_hidden_states: Sequence[torch.Tensor] | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        timestep_cond: torch.Tensor | None = None,
+        ofs: torch.Tensor | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+        return_dict: bool = True,
+    ) -> tuple[torch.Tensor] | Transformer2DModelOutput:
+        """Noise prediction for [noisy | control] latents [B, F, 2C, H, W] -> [B, F, C, H, W].
+
+        `control_hidden_states` are the ControlNet's per-block video-token states; `None` skips the
+        connectors (the control projector and control patch embed still apply).
+        """
+        frames, _, height, width = hidden_states.shape[1:]
+        latents, control_latents = hidden_states.chunk(2, dim=2)
+
+        # 1. Time embedding
+        emb = embed_timestep(self, timestep, hidden_states.dtype, timestep_cond, ofs)
+
+        # 2. Patch embedding with the control branch added
+        tokens = embed_tokens(self, encoder_hidden_states, latents, control_latents, emb)
+        text_length = encoder_hidden_states.shape[1]
+        text_tokens, video_tokens = tokens[:, :text_length], tokens[:, text_length:]
+
+        # 3. DiT blocks, each followed by its connector
+        interval = math.ceil(len(self.transformer_blocks) / len(control_hidden_states or [None]))
+        for i, block in enumerate(self.transformer_blocks):
+            video_tokens, text_tokens = block(
+                hidden_states=video_tokens,
+                encoder_hidden_states=text_tokens,
+                temb=emb,
+                image_rotary_emb=image_rotary_emb,
+                attention_kwargs=attention_kwargs,
+            )
+            if control_hidden_states is not None:
+                video_tokens = self.connectors[i](video_tokens, control_hidden_states[i // interval])
+
+        # 4. Output normalisation and projection
+        video_tokens = self.norm_final(video_tokens)
+        video_tokens = self.proj_out(self.norm_out(video_tokens, temb=emb))
+
+        # 5. Unpatchify
+        cfg = self.config
+        output = unpatchify(video_tokens, frames, height, width, cfg.patch_size, cfg.patch_size_t)
+        return Transformer2DModelOutput(sample=output) if return_dict else (output,)
