@@ -1,0 +1,44 @@
+"""Restoration options: one frozen dataclass, validated in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vividcli.errors import UsageError
+
+COLOR_FIXES = ("adain", "none")
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """Every option that changes the numerics of a Vivid-VR restoration (defaults = the paper's)."""
+
+    upscale: float = 0.0  # 0: short side to 1024 px (bicubic); otherwise a scale factor
+    tile_size: int = 128  # latent pixels; stride is half of it
+    clip_frames: int = 121  # frames per temporal clip (8k+1); longer videos use temporal aggregation
+    steps: int = 50
+    guidance: float = 6.0
+    dynamic_cfg: bool = False
+    seed: int = 42
+    restoration_guidance: float = -1.0  # <= 0: off
+    fidelity: float = 1.0  # ControlNet conditioning scale (CreativeVR's precision knob)
+    color_fix: str = "adain"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.upscale < 0:
+            problems.append(f"--upscale must be 0 (short side to 1024 px) or a positive factor, got {self.upscale}")
+        if self.tile_size < 2 or self.tile_size % 2:
+            problems.append(f"--tile-size must be an even number of latent pixels >= 2, got {self.tile_size}")
+        if self.clip_frames < 9 or self.clip_frames % 8 != 1:
+            problems.append(f"--clip-frames must be 8k+1 (9, 17, ..., 121), got {self.clip_frames}")
+        if self.steps < 1:
+            problems.append(f"--steps must be at least 1, got {self.steps}")
+        if self.guidance < 0:
+            problems.append(f"--guidance must be >= 0, got {self.guidance}")
+        if self.fidelity < 0:
+            problems.append(f"--fidelity must be >= 0, got {self.fidelity}")
+        if self.color_fix not in COLOR_FIXES:
+            problems.append(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {self.color_fix!r}")
+        if problems:
+            raise UsageError(problems[0])

@@ -1,0 +1,191 @@
+"""Vivid-VR restoration, frames in and frames out (the Python API behind `vividvr restore`).
+
+    plan = plan_restoration(num_frames, height, width, options)
+    frames = restore_frames(models, source, captions, options)   # an iterator of HxWx3 float32 frames
+
+Stages, in the reference's order and with its random draws: per clip, upscale, pad to 8k+1 frames,
+VAE-encode (posterior sample) and draw the initial noise; encode the per-tile prompts; denoise every
+clip tile by tile, merging overlapping latents after each step; then per clip decode, trim, and
+colour-fix against the upscaled input. Frames are read from the source twice (encode, colour fix),
+so only the frames of the clip in flight are ever held, never the whole video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from vividcli.config import RestoreOptions
+from vividcli.models.loading import VividVRModels
+from vividcli.sampling.sampler import ClipConditioning, ClipState, DenoiseState, SamplerSettings, sample_clips
+from vividcli.sampling.scheduler import GuidedDPMSolver
+from vividcli.sampling.temporal import Clip, LatentCopy, frame_padding, plan_temporal, uses_temporal_aggregation
+from vividcli.sampling.tiling import Tile, check_tiles_patchable, plan_tiles
+from vividcli.stages.colorfix import adain_color_fix
+from vividcli.stages.geometry import GenerationGeometry, plan_geometry, upscale_video, vae_input
+from vividcli.stages.prompts import build_prompts
+from vividcli.stages.text import encode_prompts
+from vividcli.stages.vae import decode_latents, encode_control_latents
+
+
+class FrameSource(Protocol):
+    """Anything that can (re)read float32 RGB frames [H, W, 3] in [0, 1] by index range."""
+
+    num_frames: int
+    height: int
+    width: int
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]: ...
+
+
+@dataclass
+class ArraySource:
+    """A FrameSource over frames already in memory (uint8 or float in [0, 1], [F, H, W, 3])."""
+
+    array: np.ndarray
+
+    @property
+    def num_frames(self) -> int:
+        return self.array.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.array.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.array.shape[2]
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        for frame in self.array[start:stop]:
+            yield frame.astype(np.float32) / 255.0 if frame.dtype == np.uint8 else frame.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """Everything about a run that follows from the input's shape and the options."""
+
+    num_frames: int
+    geometry: GenerationGeometry
+    clips: tuple[Clip, ...]
+    merge: tuple[LatentCopy, ...]
+    tiles: tuple[Tile, ...]
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return self.geometry.upscaled_size
+
+
+def whole_video_clip(num_frames: int) -> Clip:
+    """The single clip of a video that fits in one clip: padded to 8k+1, every frame kept."""
+    return Clip(index=0, start=0, stop=num_frames, padding=frame_padding(num_frames),
+                latent_ids=(0, 0), owned_ids=(0, 0), keep=(0, num_frames))
+
+
+def plan_restoration(num_frames: int, height: int, width: int, options: RestoreOptions) -> RestorePlan:
+    geometry = plan_geometry(height, width, options.upscale, options.tile_size)
+    tiles = tuple(plan_tiles(*geometry.latent_size, options.tile_size, options.tile_size // 2))
+    check_tiles_patchable(list(tiles))
+    if uses_temporal_aggregation(num_frames, options.clip_frames):
+        temporal = plan_temporal(num_frames, options.clip_frames)
+        clips, merge = temporal.clips, temporal.merge
+    else:
+        clips, merge = (whole_video_clip(num_frames),), ()
+    return RestorePlan(num_frames, geometry, tuple(clips), tuple(merge), tiles)
+
+
+def read_control_video(source: FrameSource, start: int, stop: int, plan: RestorePlan) -> torch.Tensor:
+    """Frames [start, stop) as the upscaled control video [F, C, H, W] in [0, 1] (float32)."""
+    frames = np.stack(list(source.frames(start, stop)))
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+    return upscale_video(video, plan.geometry.scale_factor)
+
+
+@dataclass
+class PreparedClips:
+    """Per-clip conditioning and the initial denoising state (step 0)."""
+
+    conditioning: list[ClipConditioning]
+    initial: DenoiseState
+
+
+def prepare_clips(
+    models: VividVRModels,
+    source: FrameSource,
+    plan: RestorePlan,
+    captions: Sequence[Sequence[str]],
+    generator: torch.Generator,
+    on_clip: Callable[[], None] | None = None,
+) -> PreparedClips:
+    """Encode every clip's control latents and prompts and draw its initial noise, in the reference's order."""
+    conditioning, states = [], []
+    patch_size_t = models.transformer.config.patch_size_t
+    for clip, clip_captions in zip(plan.clips, captions):
+        video = read_control_video(source, clip.start, clip.stop, plan)
+        if clip.padding:
+            video = torch.cat([video, video[-1:].expand(clip.padding, -1, -1, -1)])
+        vae_video = vae_input(video, plan.geometry.gen_size)
+        del video
+        control = encode_control_latents(models.vae, vae_video, generator, models.dtype, patch_size_t)
+        noise = randn_tensor(control.shape, generator=generator, device=models.device, dtype=models.dtype)
+        positives, negatives = build_prompts(clip_captions)
+        embed = lambda prompts: encode_prompts(  # noqa: E731
+            models.tokenizer, models.text_encoder, prompts, device=models.device, dtype=models.dtype
+        )
+        conditioning.append(ClipConditioning(control.to(models.device), embed(positives), embed(negatives)))
+        states.append(ClipState(noise))
+        if on_clip is not None:
+            on_clip()
+    return PreparedClips(conditioning, DenoiseState(step=0, clips=states, generator_state=generator.get_state()))
+
+
+def decode_clip(
+    models: VividVRModels, source: FrameSource, plan: RestorePlan, clip: Clip, state: ClipState, color_fix: str
+) -> Iterator[np.ndarray]:
+    """Decode one clip, keep its share of the frames, colour-fix them against the input; yield HxWx3 frames."""
+    padding_latents = state.latents.shape[1] - (clip.padded_frames - 1) // 4 - 1
+    frames = decode_latents(models.vae, state.latents[:, padding_latents:], *plan.output_size)
+    keep = frames[clip.keep[0] : clip.keep[1]]
+    if color_fix == "adain":
+        start = clip.output_start
+        reference = read_control_video(source, start, start + keep.shape[0], plan).to(keep.device)
+        keep = adain_color_fix(keep, reference)
+    for frame in keep.permute(0, 2, 3, 1).cpu().numpy():
+        yield frame
+
+
+def restore_frames(
+    models: VividVRModels,
+    source: FrameSource,
+    captions: Sequence[Sequence[str]],
+    options: RestoreOptions,
+    *,
+    resume: DenoiseState | None = None,
+    on_step: Callable[[DenoiseState], None] | None = None,
+    on_tile: Callable[[], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Restore `source`; yields the output frames in order (float32 [H, W, 3], not clipped after AdaIN).
+
+    `captions[c][k]` is the caption of spatial tile k of temporal clip c. `resume` continues from a
+    saved denoising state; `on_step` receives the state after every step (for checkpointing).
+    """
+    plan = plan_restoration(source.num_frames, source.height, source.width, options)
+    generator = torch.Generator(device=models.device).manual_seed(options.seed)
+    prepared = prepare_clips(models, source, plan, captions, generator)
+    state = resume if resume is not None else prepared.initial
+    solver = GuidedDPMSolver(models.scheduler)
+    settings = SamplerSettings(
+        steps=options.steps, guidance=options.guidance, dynamic_cfg=options.dynamic_cfg,
+        restoration_guidance=options.restoration_guidance, fidelity=options.fidelity,
+    )
+    state = sample_clips(
+        models.transformer, models.controlnet, solver, state, prepared.conditioning,
+        plan.tiles, plan.merge, generator, settings, callback=on_step, on_tile=on_tile,
+    )
+    del prepared
+    for clip, clip_state in zip(plan.clips, state.clips):
+        yield from decode_clip(models, source, plan, clip, clip_state, options.color_fix)

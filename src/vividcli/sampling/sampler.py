@@ -1,0 +1,201 @@
+"""The Vivid-VR denoising loop: tiled CFG sampling of every temporal clip, clips merged after each step.
+
+`sample_clips` is a pure function of (models, state, conditioning, plans, settings, callback) in the
+spirit of k-diffusion's samplers. Its whole mutable state is a `DenoiseState` -- every clip's latents
+and previous x0 prediction, the next step index and the generator state -- which the callback may
+save after any step and `sample_clips` resumes from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import torch
+from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+from vividcli.sampling.scheduler import GuidedDPMSolver
+from vividcli.sampling.temporal import LatentCopy
+from vividcli.sampling.tiling import Tile, tile_weight_mask
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    steps: int = 50
+    guidance: float = 6.0
+    dynamic_cfg: bool = False
+    restoration_guidance: float = -1.0  # <= 0: off
+    fidelity: float = 1.0  # ControlNet conditioning scale
+
+
+@dataclass(frozen=True)
+class ClipConditioning:
+    """What stays fixed for one clip while it is denoised."""
+
+    control_latents: torch.Tensor  # [1, T, C, h, w], scaled and padded
+    prompt_embeds: torch.Tensor  # [num_tiles, 226, D]
+    negative_prompt_embeds: torch.Tensor  # [num_tiles, 226, D]
+
+
+@dataclass
+class ClipState:
+    latents: torch.Tensor  # [1, T, C, h, w]
+    old_pred_original_sample: torch.Tensor | None = None
+
+
+@dataclass
+class DenoiseState:
+    """Everything that changes during sampling; plain tensors, so it can be saved between steps."""
+
+    step: int
+    clips: list[ClipState]
+    generator_state: torch.Tensor
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"generator_state": self.generator_state, "step": torch.tensor(self.step)}
+        for i, clip in enumerate(self.clips):
+            out[f"clip{i}.latents"] = clip.latents
+            if clip.old_pred_original_sample is not None:
+                out[f"clip{i}.old_pred_original_sample"] = clip.old_pred_original_sample
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], num_clips: int) -> "DenoiseState":
+        clips = [
+            ClipState(tensors[f"clip{i}.latents"], tensors.get(f"clip{i}.old_pred_original_sample"))
+            for i in range(num_clips)
+        ]
+        return cls(step=int(tensors["step"]), clips=clips, generator_state=tensors["generator_state"])
+
+
+@lru_cache(maxsize=32)
+def rotary_embedding(
+    latent_frames: int, latent_height: int, latent_width: int, patch_size: int, patch_size_t: int, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CogVideoX1.5 3D RoPE tables for one tile shape (positions restart at 0 in every tile).
+
+    Cached: the reference recomputes them for every tile and step; they depend only on the shape.
+    """
+    return get_3d_rotary_pos_embed(
+        embed_dim=head_dim,
+        crops_coords=None,
+        grid_size=(latent_height // patch_size, latent_width // patch_size),
+        temporal_size=math.ceil(latent_frames / patch_size_t),
+        grid_type="slice",
+        max_size=(300 // patch_size, 300 // patch_size),
+    )
+
+
+def guidance_scale(settings: SamplerSettings, timestep: torch.Tensor) -> float:
+    if not settings.dynamic_cfg:
+        return settings.guidance
+    # The reference's dynamic-CFG formula, fed with the timestep value as it is.
+    progress = (settings.steps - timestep.item()) / settings.steps
+    return 1 + settings.guidance * ((1 - math.cos(math.pi * progress**5.0)) / 2)
+
+
+def predict_noise(
+    transformer, controlnet, latents, control_latents, embeds, negative_embeds, timestep, settings: SamplerSettings
+) -> torch.Tensor:
+    """One ControlNet + transformer evaluation of a tile, with classifier-free guidance."""
+    cfg = transformer.config
+    rope = rotary_embedding(latents.shape[1], latents.shape[3], latents.shape[4], cfg.patch_size, cfg.patch_size_t, cfg.attention_head_dim)
+    rope = tuple(r.to(latents.device) for r in rope)
+    use_cfg = settings.guidance > 1.0
+    x = torch.cat([latents, latents]) if use_cfg else latents
+    control = torch.cat([control_latents, control_latents]) if use_cfg else control_latents
+    text = torch.cat([negative_embeds, embeds]) if use_cfg else embeds
+    t = timestep.expand(latents.shape[0])
+    states = controlnet(x, text, control, t, image_rotary_emb=rope, conditioning_scale=settings.fidelity)
+    noise = transformer(
+        torch.cat([x, control], dim=2), text, t, control_hidden_states=states, image_rotary_emb=rope
+    ).sample.float()
+    if not use_cfg:
+        return noise
+    uncond, cond = noise.chunk(2)
+    return uncond + guidance_scale(settings, timestep) * (cond - uncond)
+
+
+def denoise_clip_step(
+    transformer,
+    controlnet,
+    solver: GuidedDPMSolver,
+    clip: ClipState,
+    cond: ClipConditioning,
+    tiles: Sequence[Tile],
+    step: int,
+    generator: torch.Generator,
+    settings: SamplerSettings,
+    on_tile: Callable[[], None] | None = None,
+) -> ClipState:
+    """One solver step of one clip: every tile predicted and stepped, results blended by tile masks."""
+    timesteps = solver.timesteps
+    t, t_back = timesteps[step], timesteps[step - 1] if step > 0 else None
+    latents_sum = torch.zeros_like(clip.latents)
+    x0_sum = torch.zeros_like(clip.latents)
+    weight_sum = torch.zeros_like(clip.latents)
+    for tile in tiles:
+        rows, cols = tile.slices
+        region = (slice(None), slice(None), slice(None), rows, cols)
+        control = cond.control_latents[region]
+        noise = predict_noise(
+            transformer, controlnet, clip.latents[region], control,
+            cond.prompt_embeds[tile.index : tile.index + 1],
+            cond.negative_prompt_embeds[tile.index : tile.index + 1], t, settings,
+        )
+        old_x0 = clip.old_pred_original_sample[region] if clip.old_pred_original_sample is not None else None
+        tile_latents, tile_x0 = solver.step(
+            noise, old_x0 if step > 0 else None, t, t_back, clip.latents[region], generator,
+            settings.restoration_guidance, control,
+        )
+        weight = tile_weight_mask(tile, dtype=clip.latents.dtype, device=clip.latents.device)
+        latents_sum[region] += tile_latents.to(clip.latents.dtype) * weight
+        x0_sum[region] += tile_x0 * weight
+        weight_sum[region] += weight
+        if on_tile is not None:
+            on_tile()
+    return ClipState(latents_sum / weight_sum, x0_sum / weight_sum)
+
+
+def merge_clips(clips: list[ClipState], copies: Sequence[LatentCopy]) -> None:
+    """Overwrite each clip's overlapping latents (and x0) with those of the clip that owns them."""
+    for copy in copies:
+        dst, src = clips[copy.dst_clip], clips[copy.src_clip]
+        d, s = slice(*copy.dst), slice(*copy.src)
+        dst.latents[:, d] = src.latents[:, s]
+        dst.old_pred_original_sample[:, d] = src.old_pred_original_sample[:, s]
+
+
+def sample_clips(
+    transformer,
+    controlnet,
+    solver: GuidedDPMSolver,
+    state: DenoiseState,
+    conditioning: Sequence[ClipConditioning],
+    tiles: Sequence[Tile],
+    merge: Sequence[LatentCopy],
+    generator: torch.Generator,
+    settings: SamplerSettings,
+    callback: Callable[[DenoiseState], None] | None = None,
+    on_tile: Callable[[], None] | None = None,
+) -> DenoiseState:
+    """Run the remaining steps of `state` (temporal aggregate sampling when there are several clips).
+
+    The generator is restored from `state` first, so a resumed run draws exactly the noise an
+    uninterrupted one would. `callback(state)` runs after every completed step.
+    """
+    solver.set_timesteps(settings.steps, device=state.clips[0].latents.device)
+    generator.set_state(state.generator_state)
+    with torch.no_grad():
+        for step in range(state.step, settings.steps):
+            clips = [
+                denoise_clip_step(transformer, controlnet, solver, clip, cond, tiles, step, generator, settings, on_tile)
+                for clip, cond in zip(state.clips, conditioning)
+            ]
+            merge_clips(clips, merge)
+            state = DenoiseState(step=step + 1, clips=clips, generator_state=generator.get_state())
+            if callback is not None:
+                callback(state)
+    return state
