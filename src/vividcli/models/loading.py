@@ -166,3 +166,80 @@ def load_controlnet(layout: CheckpointLayout, dtype: torch.dtype, device: torch.
     tensors = read_weights_folder(folder, "diffusion_pytorch_model")
     fill_module(model, tensors, {key: folder for key in model.state_dict()}, dtype)
     return model.to(device).eval().requires_grad_(False)
+
+
+def _from_pretrained(what: str, folder: Path, loader, **kwargs):
+    """Run a stock `from_pretrained`, turning its many failure types into one CheckpointError line."""
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint incomplete: {folder} is missing; {HOW_TO_GET}")
+    try:
+        return loader(folder, **kwargs)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # diffusers/transformers raise OSError, ValueError, RuntimeError, ...
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot load the {what} from {folder}: {first_line}; {HOW_TO_GET}") from exc
+
+
+def load_vae(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device | str):
+    """CogVideoX 3D VAE with slicing and tiling on (tile sizes derived from its config, as the reference)."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    vae = _from_pretrained("VAE", layout.cogvideox / "vae", AutoencoderKLCogVideoX.from_pretrained, torch_dtype=dtype)
+    vae.enable_slicing()
+    vae.enable_tiling()
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def load_text_encoder(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device | str):
+    """T5 encoder. Eager attention: SDPA differs from the reference by ~1e-5, which CFG amplifies."""
+    from transformers import T5EncoderModel
+
+    model = _from_pretrained(
+        "text encoder", layout.cogvideox / "text_encoder", T5EncoderModel.from_pretrained,
+        dtype=dtype, attn_implementation="eager",
+    )
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_tokenizer(layout: CheckpointLayout):
+    from transformers import AutoTokenizer
+
+    return _from_pretrained("tokenizer", layout.cogvideox / "tokenizer", AutoTokenizer.from_pretrained)
+
+
+def load_scheduler(layout: CheckpointLayout):
+    """The checkpoint's scheduler config in `CogVideoXDPMScheduler` (the DPM-solver Vivid-VR samples with)."""
+    from diffusers import CogVideoXDPMScheduler
+
+    return _from_pretrained("scheduler", layout.cogvideox / "scheduler", CogVideoXDPMScheduler.from_pretrained)
+
+
+@dataclass
+class VividVRModels:
+    """Every component of a Vivid-VR restoration, loaded and placed."""
+
+    transformer: VividVRTransformer3DModel
+    controlnet: VividVRControlNetModel
+    vae: nn.Module
+    text_encoder: nn.Module
+    tokenizer: object
+    scheduler: object
+    dtype: torch.dtype
+    device: torch.device
+
+
+def load_models(ckpt_dir: Path | str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> VividVRModels:
+    """Load and check everything in the official layout; the first problem raises a one-line CheckpointError."""
+    layout = CheckpointLayout(Path(ckpt_dir))
+    layout.check()
+    return VividVRModels(
+        transformer=load_transformer(layout, dtype, device),
+        controlnet=load_controlnet(layout, dtype, device),
+        vae=load_vae(layout, dtype, device),
+        text_encoder=load_text_encoder(layout, dtype, device),
+        tokenizer=load_tokenizer(layout),
+        scheduler=load_scheduler(layout),
+        dtype=dtype,
+        device=torch.device(device),
+    )
