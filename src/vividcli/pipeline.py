@@ -13,13 +13,15 @@ so only the frames of the clip in flight are ever held, never the whole video.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from vividcli.config import RestoreOptions
+from vividcli.engines.base import NullProgress, Progress
+from vividcli.media.reader import FrameSource
 from vividcli.models.loading import VividVRModels
 from vividcli.sampling.sampler import ClipConditioning, ClipState, DenoiseState, SamplerSettings, sample_clips
 from vividcli.sampling.scheduler import GuidedDPMSolver
@@ -30,39 +32,6 @@ from vividcli.stages.geometry import GenerationGeometry, plan_geometry, upscale_
 from vividcli.stages.prompts import build_prompts
 from vividcli.stages.text import encode_prompts
 from vividcli.stages.vae import decode_latents, encode_control_latents
-
-
-class FrameSource(Protocol):
-    """Anything that can (re)read float32 RGB frames [H, W, 3] in [0, 1] by index range."""
-
-    num_frames: int
-    height: int
-    width: int
-
-    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]: ...
-
-
-@dataclass
-class ArraySource:
-    """A FrameSource over frames already in memory (uint8 or float in [0, 1], [F, H, W, 3])."""
-
-    array: np.ndarray
-
-    @property
-    def num_frames(self) -> int:
-        return self.array.shape[0]
-
-    @property
-    def height(self) -> int:
-        return self.array.shape[1]
-
-    @property
-    def width(self) -> int:
-        return self.array.shape[2]
-
-    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-        for frame in self.array[start:stop]:
-            yield frame.astype(np.float32) / 255.0 if frame.dtype == np.uint8 else frame.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -119,10 +88,11 @@ def prepare_clips(
     plan: RestorePlan,
     captions: Sequence[Sequence[str]],
     generator: torch.Generator,
-    on_clip: Callable[[], None] | None = None,
+    progress: Progress,
 ) -> PreparedClips:
     """Encode every clip's control latents and prompts and draw its initial noise, in the reference's order."""
     conditioning, states = [], []
+    progress.stage("encode", len(plan.clips))
     patch_size_t = models.transformer.config.patch_size_t
     for clip, clip_captions in zip(plan.clips, captions):
         video = read_control_video(source, clip.start, clip.stop, plan)
@@ -138,8 +108,7 @@ def prepare_clips(
         )
         conditioning.append(ClipConditioning(control.to(models.device), embed(positives), embed(negatives)))
         states.append(ClipState(noise))
-        if on_clip is not None:
-            on_clip()
+        progress.advance()
     return PreparedClips(conditioning, DenoiseState(step=0, clips=states, generator_state=generator.get_state()))
 
 
@@ -166,17 +135,20 @@ def restore_frames(
     *,
     resume: DenoiseState | None = None,
     on_step: Callable[[DenoiseState], None] | None = None,
-    on_tile: Callable[[], None] | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[np.ndarray]:
     """Restore `source`; yields the output frames in order (float32 [H, W, 3], not clipped after AdaIN).
 
     `captions[c][k]` is the caption of spatial tile k of temporal clip c. `resume` continues from a
     saved denoising state; `on_step` receives the state after every step (for checkpointing).
+    `progress` hears the stages "encode" (clips), "denoise" (tile evaluations) and "decode" (frames).
     """
+    progress = progress or NullProgress()
     plan = plan_restoration(source.num_frames, source.height, source.width, options)
     generator = torch.Generator(device=models.device).manual_seed(options.seed)
-    prepared = prepare_clips(models, source, plan, captions, generator)
+    prepared = prepare_clips(models, source, plan, captions, generator, progress)
     state = resume if resume is not None else prepared.initial
+    progress.stage("denoise", (options.steps - state.step) * len(plan.clips) * len(plan.tiles))
     solver = GuidedDPMSolver(models.scheduler)
     settings = SamplerSettings(
         steps=options.steps, guidance=options.guidance, dynamic_cfg=options.dynamic_cfg,
@@ -184,8 +156,11 @@ def restore_frames(
     )
     state = sample_clips(
         models.transformer, models.controlnet, solver, state, prepared.conditioning,
-        plan.tiles, plan.merge, generator, settings, callback=on_step, on_tile=on_tile,
+        plan.tiles, plan.merge, generator, settings, callback=on_step, on_tile=progress.advance,
     )
     del prepared
+    progress.stage("decode", source.num_frames)
     for clip, clip_state in zip(plan.clips, state.clips):
-        yield from decode_clip(models, source, plan, clip, clip_state, options.color_fix)
+        for frame in decode_clip(models, source, plan, clip, clip_state, options.color_fix):
+            progress.advance()
+            yield frame

@@ -1,0 +1,75 @@
+"""`vividvr doctor`: what a bug report needs, in one screen."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _versions() -> Iterator[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from vividcli import __version__
+
+    yield f"vividvr {__version__}, Python {platform.python_version()} on {platform.platform()}"
+    for name in ("torch", "diffusers", "transformers", "av", "numpy", "safetensors", "huggingface_hub"):
+        try:
+            yield f"  {name} {version(name)}"
+        except PackageNotFoundError:
+            yield f"  {name} not installed"
+
+
+def _devices() -> Iterator[str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        yield "GPU: none (CUDA not available); the vivid engine runs on the CPU (very slow)"
+        return
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        free, total = torch.cuda.mem_get_info(i)
+        yield f"GPU {i}: {p.name}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free), CUDA {torch.version.cuda}"
+
+
+def _codecs() -> Iterator[str]:
+    import av
+
+    wanted = ("libx264", "libx265", "prores_ks", "ffv1", "png", "aac")
+    have = [c for c in wanted if c in av.codecs_available]
+    missing = [c for c in wanted if c not in av.codecs_available]
+    yield f"FFmpeg (PyAV {av.__version__}): encoders {', '.join(have)}" + (
+        f"; missing {', '.join(missing)}" if missing else "")
+
+
+def _checkpoints(ckpt_dir: Path | None) -> Iterator[str]:
+    from vividcli.errors import VividError
+    from vividcli.models.loading import CheckpointLayout
+
+    try:
+        from vividcli.hub import resolve_ckpt_dir
+
+        root = resolve_ckpt_dir(ckpt_dir)
+    except ImportError:
+        root = ckpt_dir or Path(os.environ.get("VIVIDVR_CKPT_DIR", "ckpts"))
+    try:
+        CheckpointLayout(Path(root)).check()
+        yield f"checkpoints: {root} (complete layout; `vividvr models verify` checks every key)"
+    except VividError as exc:
+        yield f"checkpoints: {exc}"
+
+
+def _cache() -> Iterator[str]:
+    from vividcli.cache.store import cache_root, disk_usage
+
+    root = cache_root(None)
+    yield f"cache: {root} ({disk_usage(root) / 2**20:.1f} MiB)" if root.exists() else f"cache: {root} (empty)"
+
+
+def report(ckpt_dir: Path | None = None) -> Iterator[str]:
+    yield from _versions()
+    yield from _devices()
+    yield from _codecs()
+    yield from _checkpoints(ckpt_dir)
+    yield from _cache()

@@ -1,0 +1,117 @@
+"""Progress for people and for logs.
+
+On a terminal: rich progress bars (one for the batch, one for the current stage) with rate and ETA.
+Elsewhere (CI logs, pipes): plain one-line records, at most one per stage every few seconds.
+`--quiet` prints nothing but errors. Every reporter is also an engine `Progress` sink.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class QuietReporter:
+    def start_file(self, index: int, count: int, name: str) -> None: ...
+    def stage(self, name: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def end_file(self, line: str) -> None: ...
+    def message(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class LogReporter(QuietReporter):
+    """One-line records: `[2/5] clip.mp4: denoise 40/400 (10%), 1.3/s, eta 0:04:37`."""
+
+    def __init__(self, stream: TextIO | None = None, every_s: float = 5.0):
+        self.stream, self.every_s = stream or sys.stderr, every_s
+        self.prefix, self.name, self.total, self.done = "", "", None, 0
+        self.started = self.last = 0.0
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def start_file(self, index: int, count: int, name: str) -> None:
+        self.prefix = f"[{index}/{count}] {name}"
+        self._print(f"{self.prefix}: start")
+
+    def stage(self, name: str, total: int | None) -> None:
+        self.name, self.total, self.done = name, total, 0
+        self.started = self.last = time.monotonic()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every_s or (self.total is not None and self.done >= self.total):
+            self.last = now
+            self._print(f"{self.prefix}: {self._status(now)}")
+
+    def _status(self, now: float) -> str:
+        if not self.total:
+            return f"{self.name} {self.done}"
+        rate = self.done / max(now - self.started, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else 0.0
+        return (f"{self.name} {self.done}/{self.total} ({100 * self.done // self.total}%), "
+                f"{rate:.2f}/s, eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+
+    def end_file(self, line: str) -> None:
+        self._print(f"{self.prefix}: {line}")
+
+    def message(self, text: str) -> None:
+        self._print(f"{self.prefix}: {text}" if self.prefix else text)
+
+
+class RichReporter(QuietReporter):
+    """Live bars on a terminal: the batch, and the current stage of the current file."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.bars = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, transient=False,
+        )
+        self.bars.start()
+        self.files = None
+        self.task = None
+
+    def start_file(self, index: int, count: int, name: str) -> None:
+        if self.files is None:
+            self.files = self.bars.add_task("files", total=count)
+        self.bars.update(self.files, completed=index - 1, description=f"[{index}/{count}] {name}")
+
+    def stage(self, name: str, total: int | None) -> None:
+        if self.task is not None:
+            self.bars.remove_task(self.task)
+        self.task = self.bars.add_task(f"  {name}", total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.bars.advance(self.task, n)
+
+    def end_file(self, line: str) -> None:
+        if self.files is not None:
+            self.bars.advance(self.files)
+        self.console.print(line)
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+    def close(self) -> None:
+        self.bars.stop()
+
+
+def make_reporter(quiet: bool, stream: TextIO | None = None) -> QuietReporter:
+    stream = stream or sys.stderr
+    if quiet:
+        return QuietReporter()
+    if stream.isatty():
+        return RichReporter()
+    return LogReporter(stream)

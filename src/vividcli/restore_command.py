@@ -1,0 +1,157 @@
+"""`vividvr restore`: turn command-line values into one validated request, then run the batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from vividcli.cache.signals import GracefulInterrupt, Interrupted
+from vividcli.config import RestoreOptions
+from vividcli.errors import UsageError, VividError
+from vividcli.progress import make_reporter
+from vividcli.runner import EncodeOptions, Job, plan_jobs, run_batch, summary_line
+
+ENGINES = ("vivid", "classic")
+DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+          "float32": "float32", "fp32": "float32"}
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    jobs: tuple[Job, ...]
+    engine: str
+    options: RestoreOptions
+    encode: EncodeOptions
+    ckpt_dir: Path | None
+    caption: str | None
+    captions_file: Path | None
+    device: str
+    dtype: str
+    fps: Fraction | None
+    overwrite: bool
+    cache_dir: Path | None
+    resume: bool
+    checkpoint_every: int
+    keep_cache: bool
+    quiet: bool
+    json_report: bool
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} was requested but CUDA is not available here; use --device cpu "
+                         "(slow) or run on a machine with an NVIDIA GPU")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be auto, bfloat16, float16 or float32, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def parse_fps(text: str | None) -> Fraction | None:
+    if text is None:
+        return None
+    try:
+        fps = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--fps must be a number or a ratio like 30000/1001, got {text!r}") from None
+    if fps <= 0:
+        raise UsageError(f"--fps must be positive, got {text}")
+    return fps
+
+
+def build_request(**values) -> RestoreRequest:
+    """Validate every option in one place (usage errors exit 2 before any work starts)."""
+    v = values
+    if v["engine"] not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {v['engine']!r}")
+    if v["caption"] is not None and v["captions_file"] is not None:
+        raise UsageError("use either --caption or --captions-file, not both")
+    if v["captions_file"] is not None and not Path(v["captions_file"]).is_file():
+        raise UsageError(f"captions file {v['captions_file']} does not exist")
+    if v["checkpoint_every"] < 1:
+        raise UsageError(f"--checkpoint-every must be at least 1, got {v['checkpoint_every']}")
+    options = RestoreOptions(
+        upscale=v["upscale"], tile_size=v["tile_size"], clip_frames=v["clip_frames"], steps=v["steps"],
+        guidance=v["guidance"], dynamic_cfg=v["dynamic_cfg"], seed=v["seed"],
+        restoration_guidance=v["restoration_guidance"], fidelity=v["fidelity"], color_fix=v["color_fix"],
+    )
+    codec = v["codec"]
+    encode = EncodeOptions(codec=None if codec == "png" else codec, crf=v["crf"], preset=v["preset"],
+                           pix_fmt=v["pix_fmt"], save_frames=v["save_frames"], copy_audio=not v["no_audio"])
+    jobs = plan_jobs(list(v["inputs"]), v["output"], recursive=v["recursive"], codec=codec)
+    device = resolve_device(v["device"]) if v["engine"] == "vivid" else "cpu"
+    return RestoreRequest(
+        jobs=tuple(jobs), engine=v["engine"], options=options, encode=encode, ckpt_dir=v["ckpt_dir"],
+        caption=v["caption"], captions_file=v["captions_file"], device=device,
+        dtype=resolve_dtype(v["dtype"], device), fps=parse_fps(v["fps"]), overwrite=v["overwrite"],
+        cache_dir=v["cache_dir"], resume=not v["no_resume"], checkpoint_every=v["checkpoint_every"],
+        keep_cache=v["keep_cache"], quiet=v["quiet"], json_report=v["json_report"],
+    )
+
+
+def engine_factory(request: RestoreRequest, reporter):
+    """A function (source, interrupt) -> engine; the Vivid-VR models load once for the whole batch."""
+    if request.engine == "classic":
+        from vividcli.engines.classic import ClassicEngine
+        from vividcli.stages.geometry import upscale_factor
+
+        return lambda source, interrupt: ClassicEngine(
+            scale=upscale_factor(source.height, source.width, request.options.upscale))
+
+    import torch
+
+    from vividcli.engines.vivid import VividEngine, VividSettings
+    from vividcli.hub import resolve_ckpt_dir
+
+    settings = VividSettings(
+        ckpt_dir=resolve_ckpt_dir(request.ckpt_dir), options=request.options, device=request.device,
+        dtype=getattr(torch, request.dtype), caption=request.caption, captions_file=request.captions_file,
+        cache_dir=request.cache_dir, resume=request.resume, checkpoint_every=request.checkpoint_every,
+        keep_cache=request.keep_cache,
+    )
+    outputs = {str(job.input): str(job.output) for job in request.jobs}
+    engine = VividEngine(settings, say=reporter.message, output_for=lambda s: outputs.get(str(s.info.path), ""))
+
+    def make(source, interrupt: GracefulInterrupt):
+        engine.interrupt = interrupt
+        return engine
+
+    return make
+
+
+def run(request: RestoreRequest) -> int:
+    """Run the batch; exit code 0 (all done or skipped), 1 (some failed), 130/143 (interrupted)."""
+    reporter = make_reporter(request.quiet)
+    results = []
+    code = 0
+    try:
+        make_engine = engine_factory(request, reporter)
+        results = run_batch(list(request.jobs), make_engine, request.encode, overwrite=request.overwrite,
+                            fps=request.fps, reporter=reporter, collect=results)
+        code = 1 if any(r.status == "failed" for r in results) else 0
+    except Interrupted as exc:
+        reporter.message(f"error: {exc}")
+        code = exc.exit_code
+    finally:
+        reporter.close()
+    if len(results) > 1 or code == 1:
+        reporter.message(summary_line(results))
+    if request.json_report:
+        json.dump({"results": [r.as_dict() for r in results], "exit_code": code}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return code

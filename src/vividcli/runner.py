@@ -1,0 +1,196 @@
+"""The batch runner: inputs -> outputs, one engine, nothing lost.
+
+`plan_jobs` decides what each input becomes (pure, tested on its own); `run_batch` restores them
+one by one: an existing output is skipped unless `overwrite`; a failing input is reported and the
+batch goes on; outputs appear atomically (the writers rename a finished temporary file).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from vividcli.cache.signals import GracefulInterrupt, Interrupted
+from vividcli.engines.base import Engine, checked_restore
+from vividcli.errors import MediaError, UsageError, VividError
+from vividcli.media.probe import list_images
+from vividcli.media.reader import FrameSource, open_source
+from vividcli.media.writer import VIDEO_EXTENSIONS, open_writer
+
+INPUT_VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".flv", ".wmv", ".mpg", ".mpeg",
+                          ".ts", ".m2ts", ".mts", ".3gp", ".ogv", ".gif"}
+
+
+@dataclass(frozen=True)
+class Job:
+    input: Path
+    output: Path
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    codec: str | None = None  # None: libx264 for video outputs; "png": PNG folders
+    crf: int | None = None
+    preset: str | None = None
+    pix_fmt: str | None = None
+    save_frames: Path | None = None
+    copy_audio: bool = True
+
+
+@dataclass
+class JobResult:
+    input: str
+    output: str
+    status: str  # done | skipped | failed | interrupted
+    frames: int = 0
+    fps: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_video_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in INPUT_VIDEO_EXTENSIONS
+
+
+def expand_input(path: Path, recursive: bool) -> list[Path]:
+    """A video file or image folder is one input; a folder of videos is many (deeper with recursive)."""
+    if not path.exists():
+        raise UsageError(f"input {path} does not exist")
+    if path.is_file():
+        return [path]
+    if list_images(path):
+        return [path]
+    found = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if is_video_file(p))
+    if recursive:
+        found += sorted(d for d in path.rglob("*") if d.is_dir() and list_images(d))
+    if not found:
+        hint = "" if recursive else " (use --recursive to look in subfolders)"
+        raise UsageError(f"{path} holds no videos and no images{hint}")
+    return found
+
+
+def output_name(input_path: Path, codec: str | None) -> str:
+    """The mirrored name: videos keep their container (unknown ones become .mp4), image folders stay folders."""
+    if codec == "png" or input_path.is_dir():
+        return input_path.stem if input_path.is_file() else input_path.name
+    suffix = input_path.suffix.lower()
+    return input_path.stem + (suffix if suffix in VIDEO_EXTENSIONS else ".mp4")
+
+
+def plan_jobs(inputs: list[Path], output: Path, *, recursive: bool = False, codec: str | None = None) -> list[Job]:
+    """Single input + a file-like output: that file (no extension: a PNG folder). Otherwise `output` is a folder."""
+    if not inputs:
+        raise UsageError("no input given")
+    expanded = [(root, p) for root in inputs for p in expand_input(root, recursive)]
+    single = len(expanded) == 1 and expanded[0][1] == inputs[0]
+    if single and not (output.is_dir() or str(output).endswith(("/", "\\"))):
+        return [Job(inputs[0], output)]
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"output {output} is a file, but several inputs need an output folder")
+    jobs = []
+    for root, path in expanded:
+        relative = path.relative_to(root) if path != root and root.is_dir() else Path(path.name)
+        jobs.append(Job(path, output / relative.parent / output_name(path, codec)))
+    return jobs
+
+
+def output_exists(path: Path) -> bool:
+    return path.exists() and (path.is_file() or any(path.iterdir()))
+
+
+def write_job(job: Job, source: FrameSource, engine: Engine, encode: EncodeOptions, overwrite: bool,
+              progress, interrupt: GracefulInterrupt | None = None) -> int:
+    """Restore one input into its output (atomically); returns the number of frames written."""
+    info = source.info
+    width, height = engine.output_size(info.width, info.height)
+    options: dict = {"source": info, "overwrite": overwrite, "bit_depth": info.bit_depth}
+    if job.output.suffix:
+        options.update(codec=encode.codec, crf=encode.crf, preset=encode.preset, pix_fmt=encode.pix_fmt,
+                       copy_audio=encode.copy_audio, save_frames=encode.save_frames)
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    with open_writer(job.output, width=width, height=height, **options) as writer:
+        for frame in checked_restore(engine, source, progress):
+            writer.write(frame)
+            if interrupt is not None and interrupt.requested:
+                raise Interrupted(interrupt.signum)
+        progress.stage("write", None)
+    for warning in getattr(writer, "warnings", []):
+        progress.message(f"warning: {warning}")
+    return info.num_frames
+
+
+EngineFactory = Callable[[FrameSource, GracefulInterrupt], Engine]
+
+
+def run_job(job: Job, make_engine: EngineFactory, encode: EncodeOptions, *, overwrite: bool,
+            fps: Fraction | None, reporter, interrupt: GracefulInterrupt) -> JobResult:
+    result = JobResult(input=str(job.input), output=str(job.output), status="failed")
+    started = time.monotonic()
+    try:
+        if job.output.resolve() == job.input.resolve():
+            raise UsageError(f"output {job.output} is the input itself; choose another output path")
+        if output_exists(job.output) and not overwrite:
+            result.status = "skipped"
+            result.error = "output exists (use --overwrite to redo it)"
+            return result
+        source = open_source(job.input, fps)
+        result.fps = str(source.info.fps)
+        engine = make_engine(source, interrupt)
+        result.frames = write_job(job, source, engine, encode, overwrite, reporter, interrupt)
+        result.status = "done"
+    except Interrupted as exc:
+        result.status, result.error = "interrupted", str(exc)
+        raise
+    except VividError as exc:
+        result.error = str(exc)
+    except OSError as exc:
+        result.error = f"{exc.strerror or exc}: {exc.filename or job.output}"
+    finally:
+        result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def run_batch(jobs: list[Job], make_engine: EngineFactory, encode: EncodeOptions, *,
+              overwrite: bool = False, fps: Fraction | None = None, reporter,
+              collect: list[JobResult] | None = None) -> list[JobResult]:
+    """Run every job; failures are recorded and the batch goes on. Ctrl-C/SIGTERM stop it at a safe point.
+
+    Results go into `collect` as they come (so a caller still has them if the batch is interrupted).
+    """
+    results: list[JobResult] = collect if collect is not None else []
+    with GracefulInterrupt() as interrupt:
+        for index, job in enumerate(jobs, 1):
+            reporter.start_file(index, len(jobs), job.input.name)
+            try:
+                result = run_job(job, make_engine, encode, overwrite=overwrite, fps=fps, reporter=reporter,
+                                 interrupt=interrupt)
+            except Interrupted as exc:
+                results.append(JobResult(str(job.input), str(job.output), "interrupted", error=str(exc)))
+                reporter.end_file(f"interrupted: {exc}")
+                raise
+            results.append(result)
+            reporter.end_file(describe(result))
+            if interrupt.requested:
+                raise Interrupted(interrupt.signum)
+    return results
+
+
+def describe(result: JobResult) -> str:
+    if result.status == "done":
+        return f"done: {result.output} ({result.frames} frames at {result.fps} fps, {result.seconds:.1f} s)"
+    if result.status == "skipped":
+        return f"skipped: {result.output} exists (use --overwrite to redo it)"
+    return f"{result.status}: {result.error}"
+
+
+def summary_line(results: list[JobResult]) -> str:
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed", "interrupted")}
+    line = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    failed = [r.input for r in results if r.status == "failed"]
+    return line + (f"; failed: {', '.join(failed)}" if failed else "")

@@ -1,0 +1,136 @@
+"""`vividvr restore` as users run it: real media files, the real CLI (Typer runner and subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from media_factory import make_av_mp4, make_ntsc, make_odd, make_png_sequence, make_text, truncate
+from vividcli.cli import app
+from vividcli.media.probe import probe
+from vividcli.runner import plan_jobs
+
+runner = CliRunner()
+
+
+def restore(*args: str):
+    return runner.invoke(app, ["restore", *args])
+
+
+def test_single_video_keeps_frames_rate_duration_and_audio(tmp_path):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=12)
+    out = tmp_path / "out.mp4"
+    result = restore(str(src), "-o", str(out), "--engine", "classic", "--upscale", "2", "--quiet")
+    assert result.exit_code == 0, result.output
+    a, b = probe(src), probe(out)
+    assert b.num_frames == a.num_frames and b.fps == a.fps and b.duration == a.duration
+    assert (b.width, b.height) == (2 * a.width, 2 * a.height)
+    assert [s.type for s in b.streams if s.type == "audio"] == ["audio"]
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_ntsc_rate_is_exact(tmp_path):
+    src = make_ntsc(tmp_path / "ntsc.mp4")
+    out = tmp_path / "out.mkv"
+    assert restore(str(src), "-o", str(out), "--engine", "classic", "--upscale", "1", "-q").exit_code == 0
+    assert probe(out).fps == Fraction(30000, 1001) == probe(src).fps
+
+
+def test_odd_size_and_png_sequence_output(tmp_path):
+    src = make_odd(tmp_path / "odd.mp4")
+    out = tmp_path / "frames"
+    assert restore(str(src), "-o", str(out), "--engine", "classic", "--upscale", "1", "-q").exit_code == 0
+    info = probe(src)
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == info.num_frames
+    assert probe(out).width == info.width and probe(out).height == info.height
+
+
+def test_existing_output_is_skipped_then_redone_with_overwrite(tmp_path):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=4)
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"keep me")
+    result = restore(str(src), "-o", str(out), "--engine", "classic", "--upscale", "1")
+    assert result.exit_code == 0 and "skipped" in result.output
+    assert out.read_bytes() == b"keep me"
+    result = restore(str(src), "-o", str(out), "--engine", "classic", "--upscale", "1", "--overwrite", "-q")
+    assert result.exit_code == 0 and probe(out).num_frames == 4
+
+
+def test_batch_goes_on_after_a_bad_file_and_reports_json(tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    make_av_mp4(folder / "a.mp4", num_frames=3)
+    truncate(make_av_mp4(tmp_path / "whole.mp4", num_frames=24), folder / "b.mp4")
+    make_png_sequence(folder / "seq", num_frames=3, mode="RGB")
+    result = restore(str(folder), "-o", str(tmp_path / "out"), "--engine", "classic", "--upscale", "1",
+                     "--json", "-q")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    by_name = {Path(r["input"]).name: r for r in report["results"]}
+    assert by_name["a.mp4"]["status"] == "done" and by_name["a.mp4"]["frames"] == 3
+    assert by_name["b.mp4"]["status"] == "failed" and by_name["b.mp4"]["error"]
+    assert (tmp_path / "out" / "a.mp4").is_file()
+    assert not (tmp_path / "out" / "b.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["missing.mp4"], "does not exist"),
+        (["IN", "--clip-frames", "20"], "8k+1"),
+        (["IN", "--engine", "magic"], "--engine"),
+        (["IN", "--device", "cuda"], "CUDA"),
+        (["IN", "--caption", "x", "--captions-file", "c.json"], "either"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(tmp_path, args, needle):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=2)
+    args = [str(src) if a == "IN" else a for a in args]
+    result = restore(*args, "-o", str(tmp_path / "out.mp4"))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.output
+
+
+def test_not_a_video_fails_with_exit_1_and_no_output(tmp_path):
+    src = make_text(tmp_path / "notes.mp4")
+    result = restore(str(src), "-o", str(tmp_path / "out.mp4"), "--engine", "classic")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_output_equal_to_input_is_refused(tmp_path):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=2)
+    result = restore(str(src), "-o", str(src), "--engine", "classic", "--overwrite")
+    assert result.exit_code != 0 and "input itself" in result.output
+
+
+def test_plan_jobs_mirrors_names(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for name in ("in/a.mp4", "in/sub/b.mov"):
+        (tmp_path / name).write_bytes(b"x")
+    jobs = plan_jobs([tmp_path / "in"], tmp_path / "out", recursive=True)
+    assert [(j.input.name, j.output.relative_to(tmp_path)) for j in jobs] == [
+        ("a.mp4", Path("out/a.mp4")), ("b.mov", Path("out/sub/b.mov"))]
+    single = plan_jobs([tmp_path / "in" / "a.mp4"], tmp_path / "x.mkv")
+    assert single[0].output == tmp_path / "x.mkv"
+
+
+def test_subprocess_plain_log_lines_and_version(tmp_path):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=3)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run([sys.executable, "-m", "vividcli", "restore", str(src), "-o", str(tmp_path / "o.mp4"),
+                           "--engine", "classic", "--upscale", "1"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "[1/1] in.mp4: done" in done.stderr and "\x1b[" not in done.stderr
+    version = subprocess.run([sys.executable, "-m", "vividcli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("vividvr ")
