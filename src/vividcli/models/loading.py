@@ -14,6 +14,8 @@ any problem is reported as one line naming the file, the key and what was expect
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +77,16 @@ class CheckpointLayout:
                 raise CheckpointError(f"checkpoint incomplete: {path} is missing; {HOW_TO_GET}")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """First non-empty line of an exception message, without terminal escapes, at most `limit` chars."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file, or a `torch.save`d state dict loaded with `weights_only=True` (no pickled code)."""
     if not path.is_file():
@@ -83,8 +95,15 @@ def read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(path, device="cpu")
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a pickled object: it could run code
+        raise CheckpointError(
+            f"checkpoint file {path} holds pickled objects other than tensors and was not loaded "
+            f"(loading it could run code: {one_line(exc)}); {HOW_TO_GET}"
+        ) from exc
     except Exception as exc:  # truncated or foreign files surface as many exception types
-        raise CheckpointError(f"cannot read checkpoint file {path} ({type(exc).__name__}: {exc}); {HOW_TO_GET}") from exc
+        raise CheckpointError(
+            f"cannot read checkpoint file {path} ({type(exc).__name__}: {one_line(exc)}); {HOW_TO_GET}"
+        ) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint file {path} is not a state dict of tensors; {HOW_TO_GET}")
     return state
@@ -133,7 +152,9 @@ def fill_module(
     for key, (_, file) in tensors.items():
         if key not in expected:
             raise CheckpointError(f"{file}: unexpected key '{key}' (not in the model); {HOW_TO_GET}")
-    module.load_state_dict({k: v.to(dtype) for k, (v, _) in tensors.items()}, strict=True, assign=True)
+    converted: dict[int, torch.Tensor] = {}  # tied keys share one source tensor: convert it once
+    state = {k: converted.setdefault(id(v), v.to(dtype)) for k, (v, _) in tensors.items()}
+    module.load_state_dict(state, strict=True, assign=True)
 
 
 def _read_config(path: Path) -> dict:
@@ -168,37 +189,59 @@ def load_controlnet(layout: CheckpointLayout, dtype: torch.dtype, device: torch.
     return model.to(device).eval().requires_grad_(False)
 
 
-def _from_pretrained(what: str, folder: Path, loader, **kwargs):
-    """Run a stock `from_pretrained`, turning its many failure types into one CheckpointError line."""
+def _require_folder(folder: Path) -> None:
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint incomplete: {folder} is missing; {HOW_TO_GET}")
+
+
+def _from_pretrained(what: str, folder: Path, loader, **kwargs):
+    """Run a stock `from_pretrained` (configs only), turning its failures into one CheckpointError line."""
+    _require_folder(folder)
     try:
         return loader(folder, **kwargs)
     except CheckpointError:
         raise
     except Exception as exc:  # diffusers/transformers raise OSError, ValueError, RuntimeError, ...
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load the {what} from {folder}: {first_line}; {HOW_TO_GET}") from exc
+        raise CheckpointError(f"cannot load the {what} from {folder}: {one_line(exc)}; {HOW_TO_GET}") from exc
 
 
 def load_vae(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device | str):
-    """CogVideoX 3D VAE with slicing and tiling on (tile sizes derived from its config, as the reference)."""
+    """CogVideoX 3D VAE, strictly, with slicing and tiling on (tile sizes from its config, as the reference)."""
     from diffusers import AutoencoderKLCogVideoX
 
-    vae = _from_pretrained("VAE", layout.cogvideox / "vae", AutoencoderKLCogVideoX.from_pretrained, torch_dtype=dtype)
+    folder = layout.cogvideox / "vae"
+    _require_folder(folder)
+    with torch.device("meta"):
+        vae = AutoencoderKLCogVideoX.from_config(_read_config(folder / "config.json"))
+    fill_module(vae, read_weights_folder(folder, "diffusion_pytorch_model"), dict.fromkeys(vae.state_dict(), folder), dtype)
     vae.enable_slicing()
     vae.enable_tiling()
     return vae.to(device).eval().requires_grad_(False)
 
 
-def load_text_encoder(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device | str):
-    """T5 encoder. Eager attention: SDPA differs from the reference by ~1e-5, which CFG amplifies."""
-    from transformers import T5EncoderModel
+# T5EncoderModel ties encoder.embed_tokens to shared; checkpoints may store the embedding once.
+T5_TIED_KEYS = {"encoder.embed_tokens.weight": "shared.weight"}
 
-    model = _from_pretrained(
-        "text encoder", layout.cogvideox / "text_encoder", T5EncoderModel.from_pretrained,
-        dtype=dtype, attn_implementation="eager",
-    )
+
+def load_text_encoder(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device | str):
+    """T5 encoder, strictly. Eager attention: SDPA differs from the reference by ~1e-5, which CFG amplifies."""
+    from transformers import T5Config, T5EncoderModel
+
+    folder = layout.cogvideox / "text_encoder"
+    _require_folder(folder)
+    try:
+        config = T5Config.from_dict(_read_config(folder / "config.json"))
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"cannot use the text encoder config in {folder}: {one_line(exc)}; {HOW_TO_GET}") from exc
+    with torch.device("meta"):
+        model = T5EncoderModel._from_config(config, attn_implementation="eager")
+    tensors = read_weights_folder(folder, "model")
+    for tied, source in T5_TIED_KEYS.items():
+        if tied not in tensors and source in tensors:
+            tensors[tied] = tensors[source]
+    fill_module(model, tensors, dict.fromkeys(model.state_dict(), folder), dtype)
     return model.to(device).eval().requires_grad_(False)
 
 
