@@ -3,6 +3,7 @@ runs through the same CLI path as every engine (real video file in, real video f
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -72,3 +73,28 @@ def test_vivid_engine_through_cli_keeps_timing_and_audio(tmp_path, tiny_ckpt_dir
     a, b = probe(src), probe(out)
     assert (b.num_frames, b.fps, b.width, b.height) == (a.num_frames, a.fps, a.width, a.height)
     assert any(s.type == "audio" for s in b.streams)
+
+
+def test_caption_command_writes_the_template_restore_reads(tmp_path, tiny_ckpt_dir):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=12)
+    captions = tmp_path / "captions.json"
+    tiling = ["--upscale", "1", "--tile-size", "4", "--clip-frames", "9"]
+    result = CliRunner().invoke(app, ["caption", str(src), "-o", str(captions), *tiling])
+    assert result.exit_code == 0, result.output
+    data = json.loads(captions.read_text())
+    plan = plan_restoration(12, probe(src).height, probe(src).width, replace(OPTIONS, seed=42))
+    assert len(data) == len(plan.clips) and all(len(c) == len(plan.tiles) for c in data)
+    data[0][0] = "an edited caption"
+    captions.write_text(json.dumps(data))
+    result = CliRunner().invoke(app, [
+        "restore", str(src), "-o", str(tmp_path / "out"), "--ckpt-dir", str(tiny_ckpt_dir), *tiling,
+        "--steps", "1", "--device", "cpu", "--captions-file", str(captions), "--cache-dir", str(tmp_path / "c"), "-q",
+    ])
+    assert result.exit_code == 0, result.output
+    data[0].pop()
+    captions.write_text(json.dumps(data))
+    result = CliRunner().invoke(app, [
+        "restore", str(src), "-o", str(tmp_path / "out2"), "--ckpt-dir", str(tiny_ckpt_dir), *tiling,
+        "--steps", "1", "--device", "cpu", "--captions-file", str(captions), "--cache-dir", str(tmp_path / "c"),
+    ])
+    assert result.exit_code == 1 and "Traceback" not in result.output

@@ -56,6 +56,10 @@ def restore(
     caption: Annotated[Optional[str], typer.Option(help="One caption for every clip and tile.")] = None,
     captions_file: Annotated[Optional[Path], typer.Option(help="JSON: per clip, per tile captions "
                                                           "(as written by `vividvr caption`).")] = None,
+    captioner: Annotated[Optional[str], typer.Option(help="A vision-language model (Hugging Face id or folder) "
+                                                     "that captions each clip and tile, or none (empty captions, the default).")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the captioner to run code shipped with its "
+                                                    "checkpoint (needed by CogVLM2; off by default).")] = False,
     upscale: Annotated[float, typer.Option(help="0: short side to 1024 px (the paper's setting); "
                                            "otherwise a scale factor.")] = 0.0,
     tile_size: Annotated[int, typer.Option(help="Spatial tile in latent pixels (x8 image pixels); stride is half.")] = 128,
@@ -90,14 +94,40 @@ def restore(
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Restore videos or image sequences."""
+    values = dict(locals())
     from vividcli import restore_command
 
     try:
-        request = restore_command.build_request(**locals())
+        request = restore_command.build_request(**values)
         code = restore_command.run(request)
     except VividError as exc:
         fail(str(exc), exc.exit_code, debug)
     raise typer.Exit(code)
+
+
+@app.command()
+def caption(
+    input: Annotated[Path, typer.Argument(help="A video file or image-sequence folder.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Captions JSON to write (per clip, per tile).")],
+    captioner: Annotated[str, typer.Option(help="Vision-language model id or folder, or none (an empty template to fill in).")] = "none",
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the captioner to run code from its checkpoint.")] = False,
+    upscale: Annotated[float, typer.Option(help="As for restore: the captions follow restore's tiling.")] = 0.0,
+    tile_size: Annotated[int, typer.Option(help="As for restore.")] = 128,
+    clip_frames: Annotated[int, typer.Option(help="As for restore.")] = 121,
+    fps: Annotated[Optional[str], typer.Option(help="Frame rate of an image-sequence input.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, bfloat16, float16, float32.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing captions file.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Write the per-clip, per-tile captions `restore` would use, to read, edit and pass back with --captions-file."""
+    values = {k: v for k, v in locals().items() if k != "debug"}
+    from vividcli import caption_command
+
+    try:
+        caption_command.run(**values)
+    except VividError as exc:
+        fail(str(exc), exc.exit_code, debug)
 
 
 @app.command()
@@ -162,16 +192,9 @@ def parse_age(text: str):
         raise UsageError(f"--older-than takes a number and a unit (s, m, h, d, w), e.g. 7d; got {text!r}") from None
 
 
-def _mount_optional_commands() -> None:
-    """Sub-commands that live in their own modules."""
-    try:
-        from vividcli.commands.models import models_app
-    except ImportError:
-        return
-    app.add_typer(models_app, name="models")
+from vividcli.commands.models import models_app  # noqa: E402  (its own module; mounted here)
 
-
-_mount_optional_commands()
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:

@@ -29,6 +29,8 @@ class RestoreRequest:
     ckpt_dir: Path | None
     caption: str | None
     captions_file: Path | None
+    captioner: str | None
+    trust_remote_code: bool
     device: str
     dtype: str
     fps: Fraction | None
@@ -79,8 +81,10 @@ def build_request(**values) -> RestoreRequest:
     v = values
     if v["engine"] not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {v['engine']!r}")
-    if v["caption"] is not None and v["captions_file"] is not None:
-        raise UsageError("use either --caption or --captions-file, not both")
+    given = [name for name in ("caption", "captions_file", "captioner") if v[name] is not None]
+    if len(given) > 1:
+        raise UsageError("use either --caption, --captions-file or --captioner, not several: "
+                         + ", ".join("--" + g.replace("_", "-") for g in given))
     if v["captions_file"] is not None and not Path(v["captions_file"]).is_file():
         raise UsageError(f"captions file {v['captions_file']} does not exist")
     if v["checkpoint_every"] < 1:
@@ -97,7 +101,8 @@ def build_request(**values) -> RestoreRequest:
     device = resolve_device(v["device"]) if v["engine"] == "vivid" else "cpu"
     return RestoreRequest(
         jobs=tuple(jobs), engine=v["engine"], options=options, encode=encode, ckpt_dir=v["ckpt_dir"],
-        caption=v["caption"], captions_file=v["captions_file"], device=device,
+        caption=v["caption"], captions_file=v["captions_file"], captioner=v["captioner"],
+        trust_remote_code=v["trust_remote_code"], device=device,
         dtype=resolve_dtype(v["dtype"], device), fps=parse_fps(v["fps"]), overwrite=v["overwrite"],
         cache_dir=v["cache_dir"], resume=not v["no_resume"], checkpoint_every=v["checkpoint_every"],
         keep_cache=v["keep_cache"], quiet=v["quiet"], json_report=v["json_report"],
@@ -121,6 +126,7 @@ def engine_factory(request: RestoreRequest, reporter):
     settings = VividSettings(
         ckpt_dir=resolve_ckpt_dir(request.ckpt_dir), options=request.options, device=request.device,
         dtype=getattr(torch, request.dtype), caption=request.caption, captions_file=request.captions_file,
+        captioner=request.captioner, trust_remote_code=request.trust_remote_code,
         cache_dir=request.cache_dir, resume=request.resume, checkpoint_every=request.checkpoint_every,
         keep_cache=request.keep_cache,
     )

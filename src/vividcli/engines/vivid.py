@@ -28,7 +28,7 @@ from vividcli.models.loading import VividVRModels, load_models
 from vividcli.pipeline import RestorePlan, plan_restoration, restore_frames
 from vividcli.sampling.sampler import DenoiseState
 from vividcli.stages.geometry import plan_geometry
-from vividcli.stages.prompts import load_captions_file
+from vividcli.stages.caption import CaptionsFile, FixedCaptions, NoCaptions, generate_captions, make_captioner
 
 CACHE_FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ class VividSettings:
     dtype: torch.dtype = torch.float32
     caption: str | None = None  # one caption for every clip and tile
     captions_file: Path | None = None
+    captioner: str | None = None  # a vision-language model id or path; None or "none": empty captions
+    trust_remote_code: bool = False
     cache_dir: Path | None = None
     use_cache: bool = True
     resume: bool = True
@@ -75,32 +77,54 @@ class VividEngine:
         h, w = plan_geometry(height, width, o.upscale, o.tile_size).upscaled_size
         return w, h
 
-    def captions(self, plan: RestorePlan) -> list[list[str]]:
+    def caption_source(self):
+        """Where captions come from when no model is needed (None: a captioning model)."""
         s = self.settings
-        num_tiles = len(plan.tiles)
         if s.captions_file is not None:
-            return load_captions_file(s.captions_file, len(plan.clips), num_tiles)
-        return [[s.caption or ""] * num_tiles for _ in plan.clips]
+            return CaptionsFile(s.captions_file)
+        if s.caption is not None:
+            return FixedCaptions(s.caption)
+        if s.captioner in (None, "none"):
+            return NoCaptions()
+        return None
+
+    def caption_with_model(self, plan: RestorePlan, source: FrameSource, progress: Progress) -> list[list[str]]:
+        s = self.settings
+        captioner = make_captioner(s.captioner, s.device, s.dtype, s.trust_remote_code)
+        progress.stage("caption", len(plan.clips) * len(plan.tiles))
+        try:
+            return generate_captions(plan, source, captioner, float(source.info.fps),
+                                     tile_size=s.options.tile_size, progress=lambda *_: progress.advance())
+        finally:
+            captioner.unload()
 
     def restore(self, source: FrameSource, progress: Progress | None = None) -> Iterator[np.ndarray]:
         progress = progress or NullProgress()
         plan = plan_restoration(source.num_frames, source.height, source.width, self.settings.options)
-        captions = self.captions(plan)
+        known = self.caption_source()
+        captions = generate_captions(plan, source, known, float(source.info.fps)) if known else None
         cache = self._open_cache(source, captions)
         if cache is None:
+            captions = captions or self.caption_with_model(plan, source, progress)
             frames = restore_frames(self.models, source, captions, self.settings.options, progress=progress)
             yield from (np.clip(f, 0, 1) for f in frames)
             return
         with cache.lock():
             cache.sweep()
+            if captions is None:
+                captions = cache.get_json("captions")
+                if captions is None:
+                    captions = self.caption_with_model(plan, source, progress)
+                    cache.put_json("captions", captions)
             yield from self._restore_cached(cache, source, captions, progress)
 
-    def _job_options(self, captions: list[list[str]]) -> dict:
+    def _job_options(self, captions: list[list[str]] | None) -> dict:
+        """Everything that changes the numerics; model captions are keyed by the captioner's name."""
         s = self.settings
-        return {**dataclasses.asdict(s.options), "captions": captions, "dtype": str(s.dtype),
-                "device": torch.device(s.device).type}
+        text = {"captions": captions} if captions is not None else {"captioner": s.captioner}
+        return {**dataclasses.asdict(s.options), **text, "dtype": str(s.dtype), "device": torch.device(s.device).type}
 
-    def _open_cache(self, source: FrameSource, captions: list[list[str]]) -> JobCache | None:
+    def _open_cache(self, source: FrameSource, captions: list[list[str]] | None) -> JobCache | None:
         s = self.settings
         if not s.use_cache or source.info.kind == "memory":
             return None
@@ -147,7 +171,9 @@ class VividEngine:
         def on_step(state: DenoiseState) -> None:
             stopping = self.interrupt is not None and self.interrupt.requested
             if stopping or state.step % every == 0 or state.step == steps:
-                save_state(cache, state.tensors(), state.step, state.generator_state)
+                # Own copies: safetensors refuses tensors that share memory (x0 can alias the latents).
+                tensors = {k: v.detach().to("cpu", copy=True) for k, v in state.tensors().items()}
+                save_state(cache, tensors, state.step, state.generator_state)
                 cache.update_info(progress={"step": state.step, "steps": steps})
             if stopping:
                 cache.update_info(status="interrupted")
