@@ -134,3 +134,13 @@ def test_subprocess_plain_log_lines_and_version(tmp_path):
     assert "[1/1] in.mp4: done" in done.stderr and "\x1b[" not in done.stderr
     version = subprocess.run([sys.executable, "-m", "vividcli", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("vividvr ")
+
+
+def test_missing_checkpoints_fail_before_any_work_with_the_fix(tmp_path):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=2)
+    result = restore(str(src), "-o", str(tmp_path / "out.mp4"), "--ckpt-dir", str(tmp_path / "nope"),
+                     "--device", "cpu")
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "vividvr models download" in lines[0] and "csbhr/Vivid-VR" in lines[0]
+    assert not (tmp_path / "out.mp4").exists()

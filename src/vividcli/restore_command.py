@@ -123,8 +123,12 @@ def engine_factory(request: RestoreRequest, reporter):
     from vividcli.engines.vivid import VividEngine, VividSettings
     from vividcli.hub import resolve_ckpt_dir
 
+    from vividcli.models.loading import CheckpointLayout
+
+    ckpt_dir = resolve_ckpt_dir(request.ckpt_dir)
+    CheckpointLayout(ckpt_dir).check()  # fail before any input is touched, with the fix in the message
     settings = VividSettings(
-        ckpt_dir=resolve_ckpt_dir(request.ckpt_dir), options=request.options, device=request.device,
+        ckpt_dir=ckpt_dir, options=request.options, device=request.device,
         dtype=getattr(torch, request.dtype), caption=request.caption, captions_file=request.captions_file,
         captioner=request.captioner, trust_remote_code=request.trust_remote_code,
         cache_dir=request.cache_dir, resume=request.resume, checkpoint_every=request.checkpoint_every,

@@ -109,6 +109,8 @@ def write_job(job: Job, source: FrameSource, engine: Engine, encode: EncodeOptio
     """Restore one input into its output (atomically); returns the number of frames written."""
     info = source.info
     width, height = engine.output_size(info.width, info.height)
+    if info.has_alpha:
+        progress.message("warning: the alpha channel is dropped (restoration is RGB only)")
     options: dict = {"source": info, "overwrite": overwrite, "bit_depth": info.bit_depth}
     if job.output.suffix:
         options.update(codec=encode.codec, crf=encode.crf, preset=encode.preset, pix_fmt=encode.pix_fmt,
@@ -149,6 +151,11 @@ def run_job(job: Job, make_engine: EngineFactory, encode: EncodeOptions, *, over
         raise
     except VividError as exc:
         result.error = str(exc)
+    except RuntimeError as exc:
+        if "out of memory" not in str(exc).lower():
+            raise
+        result.error = ("out of GPU memory; try a smaller --tile-size (e.g. 64), a shorter --clip-frames "
+                        "(e.g. 49), --dtype bfloat16, or a smaller --upscale")
     except OSError as exc:
         result.error = f"{exc.strerror or exc}: {exc.filename or job.output}"
     finally:
