@@ -1,0 +1,86 @@
+"""Child processes for tests/test_resume.py: `vividvr` runs forked from a warm server.
+
+Importing torch, diffusers and the model code takes 15-60 s on a loaded 2-core machine, far longer
+than a whole tiny restoration, and the resume tests start about a dozen runs. So they start them
+with multiprocessing's "forkserver": one server process imports `PRELOAD` once and forks a fresh
+child for each run. Each child runs the real command line (`vividcli.cli.main()` with `sys.argv`)
+and is killed or signalled by pid like any process; only the start-up differs from
+`python -m vividcli` (the reference run of the tests is such a real subprocess, and the resumed
+outputs must equal it bit for bit).
+
+This module itself is light (it is pickled by reference into the children); the heavy imports
+happen in the server through `PRELOAD`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Everything `vividvr restore --engine vivid` imports, so a forked child starts at once.
+PRELOAD = [
+    "resume_child",
+    "torch",
+    "diffusers",
+    "vividcli.cli",
+    "vividcli.restore_command",
+    "vividcli.runner",
+    "vividcli.hub",
+    "vividcli.engines.vivid",
+    "vividcli.engines.classic",
+    "vividcli.media.reader",
+    "vividcli.media.writer",
+    "vividcli.models.factory",
+]
+
+
+def _redirect_output(log_path: str) -> None:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def run_cli(argv: list[str], log_path: str, fault: str | None = None) -> None:
+    """`vividvr *argv` with stdout and stderr going to `log_path`; exits with the command's code.
+
+    `fault="exit-before-commit"` makes the process die (os._exit(99), like a SIGKILL: no cleanup)
+    at the instant the finished output would be renamed into place.
+    """
+    _redirect_output(log_path)
+    if fault == "exit-before-commit":
+        import vividcli.media.writer as writer
+
+        def die(*args, **kwargs):
+            sys.stderr.flush()
+            os._exit(99)
+
+        writer._commit_dir = die
+        writer._commit_file = die  # video outputs, should a test use one
+    elif fault is not None:
+        raise ValueError(f"unknown fault {fault!r}")
+    from vividcli.cli import main
+
+    sys.argv = ["vividvr", *argv]
+    try:
+        main()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def write_checkpoint(root: str) -> None:
+    """A tiny random checkpoint (the factory's smallest spec that still exercises every part)."""
+    from vividcli.models.factory import write_tiny_checkpoint
+
+    write_tiny_checkpoint(root, tiny_spec())
+
+
+def tiny_spec():
+    from vividcli.models.factory import TinySpec
+
+    # One DiT layer (the ControlNet needs at least one, and so one in the transformer), a one-layer
+    # T5 and 8-channel VAE blocks: about 1.5x faster per step than the default spec.
+    return TinySpec(num_layers=1, controlnet_layers=1, t5_num_layers=1, vae_block_out_channels=(8, 8, 8, 8))
