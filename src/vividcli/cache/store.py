@@ -1,5 +1,8 @@
 """Crash-safe cache for resumable restoration jobs (design and guarantees: docs/cache.md).
 
+Locking lives in `lock.py` and whole-cache housekeeping (ls, du, clean) in
+`housekeeping.py`; their public names are re-exported here.
+
 Layout::
 
     <root>/jobs/<key>/job.json                      human-readable description, for `cache ls`
@@ -23,31 +26,37 @@ Typical use by the sampler (hold the lock for the whole run)::
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
 import os
 import re
 import secrets
-import shutil
-import socket
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import platformdirs
 
-from vividcli.errors import CheckpointError, MediaError, UsageError, VividError
-
-try:  # flock is the lock primitive; Windows has no fcntl (see JobLock)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from vividcli.cache._io import _now_iso, canonical_json
+# Re-exported so `from vividcli.cache.store import ...` keeps working for every public name.
+# housekeeping.py imports JobCache from here only inside a function, so there is no cycle.
+from vividcli.cache.housekeeping import CleanReport, JobSummary, clean, disk_usage, list_jobs
+from vividcli.cache.lock import JobLock, LockOwner, probe_lock
+from vividcli.errors import CheckpointError, MediaError
 
 if TYPE_CHECKING:  # torch is imported lazily: `cache ls` / `clean` should not pay ~5 s for it
     import torch
+
+__all__ = [
+    "ENV_CACHE_DIR", "STATE_ENTRY", "STATUSES",
+    "cache_root", "canonical_json", "input_identity", "checkpoint_identity", "job_key",
+    "atomic_write_bytes", "EntryInfo", "JobInfo", "JobCache", "save_state", "load_state",
+    # from lock.py
+    "JobLock", "LockOwner", "probe_lock",
+    # from housekeeping.py
+    "JobSummary", "CleanReport", "list_jobs", "disk_usage", "clean",
+]
 
 log = logging.getLogger("vividcli.cache")
 
@@ -73,13 +82,6 @@ def cache_root(cli_value: Path | None = None) -> Path:
     else:
         chosen = Path(platformdirs.user_cache_dir("vividvr"))
     return chosen.expanduser().absolute()
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Deterministic JSON (sorted keys, no spaces, ASCII, no NaN); TypeError on non-JSON values."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
 
 
 def _sha256_hex(data: bytes) -> str:
@@ -202,10 +204,6 @@ def _fsync_and_hash(path: Path) -> tuple[str, int]:
             size += len(chunk)
         os.fsync(f.fileno())  # flushes the file's pages whichever fd is used
     return h.hexdigest(), size
-
-
-def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------- job cache
@@ -497,261 +495,6 @@ def _mismatch(size: int, info: EntryInfo) -> str:
     if size != info.size:
         return f"the wrong size ({size} instead of {info.size} bytes)"
     return "corrupt (sha256 mismatch)"
-
-
-# ---------------------------------------------------------------- locking
-
-
-@dataclass(frozen=True)
-class LockOwner:
-    pid: int
-    host: str
-    started: str
-
-
-class JobLock:
-    """Exclusive per-job lock: `fcntl.flock` on `<job>/lock`, which also records the owner.
-
-    The kernel drops a flock when its holder dies, kill -9 included, so a lock can never go
-    stale and no pid-liveness guess (pid reuse, other hosts) is needed. The recorded owner only
-    serves the error message and `previous_owner`: a release empties the file, so an owner
-    still recorded when we acquire means the last run died without releasing (it crashed).
-    Waits up to `wait_s` for the lock (so a brief `cache ls` probe never fails a start), then
-    raises VividError. Windows has no flock: acquiring raises VividError there.
-    """
-
-    def __init__(self, job_dir: Path, *, wait_s: float = 1.0):
-        self.path = Path(job_dir) / "lock"
-        self.wait_s = wait_s
-        self.previous_owner: LockOwner | None = None
-        self._fd: int | None = None
-
-    def acquire(self) -> JobLock:
-        if fcntl is None:  # pragma: no cover - Windows
-            raise VividError("resumable jobs need fcntl.flock, which Windows lacks (Linux and "
-                             "macOS have it)")
-        if self._fd is not None:
-            raise RuntimeError("JobLock is not re-entrant")
-        deadline = time.monotonic() + self.wait_s
-        while (fd := _try_flock(self.path)) is None:
-            if time.monotonic() >= deadline:
-                raise VividError(_busy_message(_read_owner(self.path)))
-            time.sleep(0.05)
-        self._fd = fd
-        try:
-            self.previous_owner = _parse_owner(os.pread(fd, 4096, 0))
-            if self.previous_owner is not None:
-                log.info("the job lock of pid %s was never released (that run died); "
-                         "taking it over", self.previous_owner.pid)
-            me = LockOwner(os.getpid(), socket.gethostname(), _now_iso())
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, canonical_json(me.__dict__), 0)
-        except BaseException:
-            self.release()
-            raise
-        return self
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        try:
-            os.ftruncate(fd, 0)  # empty = released cleanly (see previous_owner)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    def __enter__(self) -> JobLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _try_flock(path: Path) -> int | None:
-    """An fd holding the flock on `path`, or None if a live process holds it."""
-    while True:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited across exec (PEP 446)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except BaseException:
-            os.close(fd)
-            raise
-        # `clean` may have moved the job away between our open and flock: then we would hold a
-        # lock on a file nobody else sees. Retry until the locked file is the one at `path`.
-        try:
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-
-
-def probe_lock(job_dir: Path) -> LockOwner | None:
-    """The owner if a live process holds the job's lock, else None. Creates nothing."""
-    path = Path(job_dir) / "lock"
-    if fcntl is None:  # pragma: no cover - Windows
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # held for microseconds; see JobLock
-    except BlockingIOError:
-        return _parse_owner(os.pread(fd, 4096, 0)) or LockOwner(0, "", "")
-    finally:
-        os.close(fd)  # also releases our shared lock
-    return None
-
-
-def _read_owner(path: Path) -> LockOwner | None:
-    try:
-        return _parse_owner(path.read_bytes())
-    except OSError:
-        return None
-
-
-def _parse_owner(raw: bytes) -> LockOwner | None:
-    try:
-        return LockOwner(**json.loads(raw))
-    except (ValueError, TypeError):
-        return None  # empty (released cleanly) or being written
-
-
-def _busy_message(owner: LockOwner | None) -> str:
-    if owner is None or owner.pid == 0:
-        who = "another vividvr process"
-    elif owner.host and owner.host != socket.gethostname():
-        who = f"another vividvr process (pid {owner.pid} on {owner.host})"
-    else:
-        who = f"another vividvr process (pid {owner.pid})"
-    return f"{who} is working on this job; wait for it or kill it"
-
-
-# ---------------------------------------------------------------- housekeeping
-
-
-@dataclass(frozen=True)
-class JobSummary:
-    key: str
-    path: Path
-    input: str
-    output: str
-    status: str  # STATUSES, or "unknown" without a readable job.json
-    size_bytes: int
-    updated: dt.datetime
-    locked_by: LockOwner | None
-    progress: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class CleanReport:
-    removed: list[JobSummary]
-    skipped_locked: list[JobSummary]
-    freed_bytes: int
-
-
-def list_jobs(root: Path) -> list[JobSummary]:
-    """All cached jobs, most recently updated first."""
-    jobs_dir = Path(root) / "jobs"
-    if not jobs_dir.is_dir():
-        return []
-    jobs = [_summarize(d) for d in jobs_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    return sorted(jobs, key=lambda j: j.updated, reverse=True)
-
-
-def _summarize(job_dir: Path) -> JobSummary:
-    info = JobCache(job_dir).read_info()
-    owner = probe_lock(job_dir)
-    status = info.status if info else "unknown"
-    if status == "running" and owner is None:
-        status = "interrupted"  # its process died (kill -9, power loss) before saying so
-    try:
-        updated = dt.datetime.fromisoformat(info.updated) if info else None
-    except ValueError:
-        updated = None
-    if updated is None:
-        updated = dt.datetime.fromtimestamp(job_dir.stat().st_mtime, dt.timezone.utc)
-    elif updated.tzinfo is None:  # hand-edited job.json: comparisons need aware times
-        updated = updated.replace(tzinfo=dt.timezone.utc)
-    return JobSummary(job_dir.name, job_dir, info.input if info else "",
-                      info.output if info else "", status, _tree_size(job_dir), updated,
-                      owner, dict(info.progress) if info else {})
-
-
-def _tree_size(path: Path) -> int:
-    total = 0
-    for d, _dirs, names in os.walk(path):
-        for n in names:
-            try:
-                total += os.lstat(os.path.join(d, n)).st_size
-            except FileNotFoundError:  # deleted while we walk
-                pass
-    return total
-
-
-def disk_usage(root: Path) -> int:
-    """Bytes used by the job cache under `root` (jobs and not yet emptied trash)."""
-    return sum(_tree_size(Path(root) / sub) for sub in ("jobs", "trash"))
-
-
-def clean(root: Path, *, older_than: dt.timedelta | None = None, job: str | None = None,
-          only_done: bool = False, dry_run: bool = False,
-          now: dt.datetime | None = None) -> CleanReport:
-    """Delete cached jobs; never one whose lock a live process holds (it is skipped).
-
-    `job` is a key or a unique key prefix (UsageError otherwise); `older_than` compares with
-    job.json's `updated`; `only_done` keeps unfinished jobs, which are the resumable ones.
-    """
-    root = Path(root)
-    _empty_trash(root)
-    jobs = list_jobs(root)
-    if job is not None:
-        jobs = [_find_job(jobs, job)]
-    now = now or dt.datetime.now(dt.timezone.utc)
-    chosen = [j for j in jobs if (not only_done or j.status == "done")
-              and (older_than is None or j.updated < now - older_than)]
-    removed, skipped = [], []
-    for j in chosen:
-        done = j.locked_by is None if dry_run else _remove_job(root, j)
-        (removed if done else skipped).append(j)
-    return CleanReport(removed, skipped, sum(j.size_bytes for j in removed))
-
-
-def _find_job(jobs: list[JobSummary], wanted: str) -> JobSummary:
-    matches = [j for j in jobs if j.key == wanted] or [j for j in jobs if j.key.startswith(wanted)]
-    if len(matches) != 1:
-        what = "no cached job matches" if not matches else "several cached jobs match"
-        raise UsageError(f"{what} {wanted!r}; see `vividvr cache ls`")
-    return matches[0]
-
-
-def _remove_job(root: Path, job: JobSummary) -> bool:
-    try:
-        lock = JobLock(job.path, wait_s=0).acquire()
-    except VividError:
-        return False
-    try:  # rename under the lock: a new run then starts in a fresh folder, never a half-deleted one
-        (root / "trash").mkdir(exist_ok=True)
-        dest = root / "trash" / f"{job.key}.{secrets.token_hex(4)}"
-        os.rename(job.path, dest)
-    finally:
-        lock.release()
-    shutil.rmtree(dest, ignore_errors=True)
-    return True
-
-
-def _empty_trash(root: Path) -> None:
-    """Finish deletions that an earlier `clean` started but did not complete (it was killed)."""
-    trash = root / "trash"
-    if trash.is_dir():
-        for d in trash.iterdir():
-            shutil.rmtree(d, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- denoising state
