@@ -144,3 +144,14 @@ def test_missing_checkpoints_fail_before_any_work_with_the_fix(tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "vividvr models download" in lines[0] and "csbhr/Vivid-VR" in lines[0]
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_partial_outputs_of_dead_runs_are_removed(tmp_path):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=2)
+    dead = tmp_path / ".out.partial-999999999.mp4"  # no such pid
+    dead.write_bytes(b"half a video")
+    alive = tmp_path / f".out.partial-{os.getppid()}.mp4"  # another live process may still be writing it
+    alive.write_bytes(b"in progress")
+    result = restore(str(src), "-o", str(tmp_path / "out.mp4"), "--engine", "classic", "--upscale", "1", "-q")
+    assert result.exit_code == 0
+    assert not dead.exists() and alive.exists() and (tmp_path / "out.mp4").is_file()

@@ -371,9 +371,6 @@ def test_sigterm_and_sigint_stop_at_a_safe_point_and_resume(setup, tmp_path):
     assert entries["meta"]["step"] == STEPS  # kept: --keep-cache
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (reported, cosmetic): the stop is reported twice, by the runner ('interrupted: ...') and "
-    "again by restore_command.run ('error: ...')"))
 def test_interrupted_run_prints_one_line_on_how_to_resume():
     if not INTERRUPTED_LOGS:
         pytest.skip("needs the output of test_sigterm_and_sigint_stop_at_a_safe_point_and_resume")
@@ -382,10 +379,6 @@ def test_interrupted_run_prints_one_line_on_how_to_resume():
         assert len(lines) == 1, f"{name}: {lines}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (reported): VividEngine marks the job done and drops the denoising state when its frame "
-    "generator ends, which runner.write_job reaches before the writer renames the output into place; "
-    "a crash in that window loses all the denoising work"))
 def test_crash_just_before_the_output_is_committed_loses_no_work(setup, tmp_path):
     cache, out = tmp_path / "cache", tmp_path / "out"
     run = setup.spawn(setup.args(out, cache), "commit-crash", fault="exit-before-commit")

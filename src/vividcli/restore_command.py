@@ -155,7 +155,8 @@ def run(request: RestoreRequest) -> int:
                             fps=request.fps, reporter=reporter, collect=results)
         code = 1 if any(r.status == "failed" for r in results) else 0
     except Interrupted as exc:
-        reporter.message(f"error: {exc}")
+        if not any(r.status == "interrupted" for r in results):  # else the runner has said so already
+            reporter.message(f"interrupted: {exc}")
         code = exc.exit_code
     finally:
         reporter.close()

@@ -7,6 +7,10 @@ batch goes on; outputs appear atomically (the writers rename a finished temporar
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -104,6 +108,27 @@ def output_exists(path: Path) -> bool:
     return path.exists() and (path.is_file() or any(path.iterdir()))
 
 
+def remove_stale_partials(target: Path) -> None:
+    """Delete temporary outputs (`.name.partial-<pid>...`) left beside `target` by killed runs."""
+    pattern = re.compile(rf"^\.{re.escape(target.stem)}\.partial-(\d+)")
+    if not target.parent.is_dir():
+        return
+    for leftover in target.parent.iterdir():
+        match = pattern.match(leftover.name)
+        if match and not pid_alive(int(match.group(1))):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_job(job: Job, source: FrameSource, engine: Engine, encode: EncodeOptions, overwrite: bool,
               progress, interrupt: GracefulInterrupt | None = None) -> int:
     """Restore one input into its output (atomically); returns the number of frames written."""
@@ -116,12 +141,19 @@ def write_job(job: Job, source: FrameSource, engine: Engine, encode: EncodeOptio
         options.update(codec=encode.codec, crf=encode.crf, preset=encode.preset, pix_fmt=encode.pix_fmt,
                        copy_audio=encode.copy_audio, save_frames=encode.save_frames)
     job.output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(job.output)
+    frames = checked_restore(engine, source, progress)
     with open_writer(job.output, width=width, height=height, **options) as writer:
-        for frame in checked_restore(engine, source, progress):
+        # Take exactly num_frames and commit before the engine's generator ends: the vivid engine
+        # marks its cached job done and drops the denoising state there, which must not happen
+        # before the output exists (a crash in between would lose all the work).
+        for frame in itertools.islice(frames, info.num_frames):
             writer.write(frame)
             if interrupt is not None and interrupt.requested:
                 raise Interrupted(interrupt.signum)
         progress.stage("write", None)
+    for _ in frames:  # output committed: let the engine finish (checked_restore enforces the count)
+        pass
     for warning in getattr(writer, "warnings", []):
         progress.message(f"warning: {warning}")
     return info.num_frames
