@@ -1,0 +1,74 @@
+"""Model management: what can be downloaded, where it goes, and what is on disk.
+
+    registry   the components (`COMPONENTS`, `GROUPS`), revision pins, `resolve_ckpt_dir`, layout helpers
+    download   `download`, offline mode and network errors as one-line `VividError`s
+    verify     `list_models` / `ComponentStatus`, `verify` / `Problem`, file and safetensors header checks
+    shapes     keys and shapes against the model classes built on the meta device (used by `verify`)
+
+Nothing heavy is imported here: `path`, `list` and `download` stay fast; only `verify` imports torch and
+the model classes. The names below are the public API (`from vividcli import hub; hub.verify(...)`).
+The functions `download` and `verify` hide the submodules of the same name as attributes of this
+package; `from vividcli.hub.verify import ...` still reaches the module.
+"""
+
+from vividcli.hub.registry import (
+    CAPTIONER,
+    CAPTIONER_REVISION,
+    CHOICES,
+    CKPT_ENV,
+    COGVIDEOX,
+    COGVIDEOX_REVISION,
+    COMPONENTS,
+    DOCS_HINT,
+    GROUPS,
+    REALESRGAN_SHA256,
+    REALESRGAN_SIZE,
+    REALESRGAN_URL,
+    TEXTFIX,
+    VIVIDVR,
+    VIVIDVR_REVISION,
+    Component,
+    default_ckpt_dir,
+    missing_files,
+    resolve_ckpt_dir,
+    sha256_file,
+)
+from vividcli.hub.download import download
+from vividcli.hub.verify import (
+    MAX_KEY_PROBLEMS,
+    ComponentStatus,
+    Problem,
+    list_models,
+    read_safetensors_header,
+    verify,
+)
+
+__all__ = [
+    "CAPTIONER",
+    "CAPTIONER_REVISION",
+    "CHOICES",
+    "CKPT_ENV",
+    "COGVIDEOX",
+    "COGVIDEOX_REVISION",
+    "COMPONENTS",
+    "DOCS_HINT",
+    "GROUPS",
+    "MAX_KEY_PROBLEMS",
+    "REALESRGAN_SHA256",
+    "REALESRGAN_SIZE",
+    "REALESRGAN_URL",
+    "TEXTFIX",
+    "VIVIDVR",
+    "VIVIDVR_REVISION",
+    "Component",
+    "ComponentStatus",
+    "Problem",
+    "default_ckpt_dir",
+    "download",
+    "list_models",
+    "missing_files",
+    "read_safetensors_header",
+    "resolve_ckpt_dir",
+    "sha256_file",
+    "verify",
+]

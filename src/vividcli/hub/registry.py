@@ -1,0 +1,300 @@
+"""What can be downloaded, where it goes, and the helpers that read the checkpoint folder's layout.
+
+Everything lives in one checkpoint folder in the official Vivid-VR layout (see `COMPONENTS`):
+
+    <ckpt-dir>/Vivid-VR/                 csbhr/Vivid-VR                 (required)
+    <ckpt-dir>/CogVideoX1.5-5B/          zai-org/CogVideoX1.5-5B        (required)
+    <ckpt-dir>/cogvlm2-llama3-caption/   zai-org/cogvlm2-llama3-caption (optional: automatic captions)
+    <ckpt-dir>/RealESRGAN/RealESRGAN_x2plus.pth  Real-ESRGAN v0.2.1     (optional: text fix)
+
+The folder is found by `resolve_ckpt_dir` (one rule for every command): `--ckpt-dir`, else
+`$VIVIDVR_CKPT_DIR`, else `vividvr` under the Hugging Face home (`$HF_HOME`, by default
+`~/.cache/huggingface/vividvr`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+CKPT_ENV = "VIVIDVR_CKPT_DIR"
+DOCS_HINT = "docs/models.md"
+
+# ---------------------------------------------------------------------------------------------------------
+# Revision pins. A pin is a commit of the Hugging Face repository: the download is reproducible and
+# `vividvr models list` shows which commit is on disk. "main" is a moving branch, not a pin.
+#
+# TODO(pin): csbhr/Vivid-VR -- no commit hash of the model repository could be found while offline;
+# replace "main" with `HfApi().model_info("csbhr/Vivid-VR").sha` after checking the files against the
+# reference outputs.
+VIVIDVR_REVISION = "main"
+# TODO(pin): zai-org/CogVideoX1.5-5B -- the latest commit seen (short hash fdc5267, "Update README.md",
+# after the transformer config commit "use original sample_height and sample_width") has no known full
+# hash; older full hashes (e.g. 5cb8a989..., 9ace5f55...) predate that config change, which alters the
+# RoPE grid, so they must not be used. Replace "main" with the full hash of fdc5267 (or later).
+COGVIDEOX_REVISION = "main"
+# THUDM/cogvlm2-llama3-caption (now zai-org, same history) commit d8db667 "Update README.md",
+# 2024-09-19: all weights and code files of the release (weights unchanged in later commits).
+CAPTIONER_REVISION = "d8db667c68f34e73b8895bbce002e3104c64563e"
+
+# Real-ESRGAN x2plus, GitHub release v0.2.1. The release page publishes no checksum; this sha256 and size
+# are the ones independent packagers pin (e.g. the AUR python-realesrgan PKGBUILD and several model
+# registries agree), not an upstream statement.
+REALESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth"
+REALESRGAN_SHA256 = "49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb"
+REALESRGAN_SIZE = 67_061_725
+
+_WEIGHTS = "diffusion_pytorch_model"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One downloadable part of the checkpoint folder.
+
+    `requires` lists what must exist, relative to the component folder; an entry with several paths is
+    satisfied by any of them (a single safetensors file or a sharded one with its index). Shards named
+    by an index are required too. `weights` are the safetensors folders (subfolder, weights name) that
+    `verify` checks; `tensor_files` the torch.save'd state dicts.
+    """
+
+    name: str
+    title: str
+    folder: str
+    required: bool
+    requires: tuple[tuple[str, ...], ...]
+    hand_copy: str  # what to copy where, for one-line messages
+    repo_id: str | None = None
+    revision: str | None = None
+    allow_patterns: tuple[str, ...] | None = None
+    ignore_patterns: tuple[str, ...] | None = None
+    url: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    weights: tuple[tuple[str, str], ...] = ()
+    tensor_files: tuple[str, ...] = ()
+
+    @property
+    def source(self) -> str:
+        if self.repo_id:
+            return f"huggingface.co/{self.repo_id} at revision {self.revision}"
+        return str(self.url)
+
+    def path(self, root: Path) -> Path:
+        return Path(root) / self.folder
+
+
+def _weights_alternatives(sub: str, name: str) -> tuple[str, ...]:
+    prefix = f"{sub}/" if sub else ""
+    return (f"{prefix}{name}.safetensors", f"{prefix}{name}.safetensors.index.json")
+
+
+VIVIDVR = Component(
+    name="vividvr",
+    title="Vivid-VR ControlNet and control modules",
+    folder="Vivid-VR",
+    required=True,
+    requires=(("controlnet/config.json",), _weights_alternatives("controlnet", _WEIGHTS),
+              ("connectors.pt",), ("control_feat_proj.pt",), ("control_patch_embed.pt",)),
+    hand_copy="controlnet/config.json, controlnet/diffusion_pytorch_model.safetensors, connectors.pt, "
+              "control_feat_proj.pt and control_patch_embed.pt",
+    repo_id="csbhr/Vivid-VR",
+    revision=VIVIDVR_REVISION,
+    # The files sit at the top of the model repository (the official README's `ckpts/Vivid-VR` tree, and
+    # `hf download csbhr/Vivid-VR --local-dir ckpts/Vivid-VR` in third-party guides). The repository also
+    # holds the test sets (testset.zip), which these patterns leave out. `download` checks the result
+    # and says so if the layout ever differs.
+    allow_patterns=("controlnet/config.json", "controlnet/diffusion_pytorch_model*.safetensors*",
+                    "connectors.pt", "control_feat_proj.pt", "control_patch_embed.pt"),
+    weights=(("controlnet", _WEIGHTS),),
+    tensor_files=("connectors.pt", "control_feat_proj.pt", "control_patch_embed.pt"),
+)
+
+COGVIDEOX = Component(
+    name="cogvideox",
+    title="CogVideoX1.5-5B (transformer, VAE, T5, tokenizer, scheduler)",
+    folder="CogVideoX1.5-5B",
+    required=True,
+    requires=(("model_index.json",), ("scheduler/scheduler_config.json",),
+              ("transformer/config.json",), _weights_alternatives("transformer", _WEIGHTS),
+              ("vae/config.json",), _weights_alternatives("vae", _WEIGHTS),
+              ("text_encoder/config.json",), _weights_alternatives("text_encoder", "model"),
+              ("tokenizer/spiece.model",), ("tokenizer/tokenizer_config.json",)),
+    hand_copy="model_index.json and the folders transformer/, vae/, text_encoder/, tokenizer/, scheduler/",
+    repo_id="zai-org/CogVideoX1.5-5B",
+    revision=COGVIDEOX_REVISION,
+    allow_patterns=("model_index.json", "transformer/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*"),
+    weights=(("transformer", _WEIGHTS), ("vae", _WEIGHTS), ("text_encoder", "model")),
+)
+
+CAPTIONER = Component(
+    name="captioner",
+    title="CogVLM2 video captioner (optional: automatic captions)",
+    folder="cogvlm2-llama3-caption",
+    required=False,
+    requires=(("config.json",), _weights_alternatives("", "model"), ("configuration_cogvlm.py",),
+              ("modeling_cogvlm.py",), ("tokenizer_config.json",)),
+    hand_copy="the whole repository (config.json, *.py, tokenizer files, model-0000N-of-00006.safetensors "
+              "and model.safetensors.index.json)",
+    repo_id="zai-org/cogvlm2-llama3-caption",
+    revision=CAPTIONER_REVISION,
+    # Everything but the example picture and the model cards.
+    ignore_patterns=("*.png", "*.md", ".gitattributes"),
+    weights=(("", "model"),),
+)
+
+TEXTFIX = Component(
+    name="textfix",
+    title="Real-ESRGAN x2plus (optional: text fix)",
+    folder="RealESRGAN",  # the official Vivid-VR layout: ckpts/RealESRGAN/RealESRGAN_x2plus.pth
+    required=False,
+    requires=(("RealESRGAN_x2plus.pth",),),
+    hand_copy="RealESRGAN_x2plus.pth",
+    url=REALESRGAN_URL,
+    sha256=REALESRGAN_SHA256,
+    size=REALESRGAN_SIZE,
+)
+
+COMPONENTS: dict[str, Component] = {c.name: c for c in (VIVIDVR, COGVIDEOX, CAPTIONER, TEXTFIX)}
+# What `download` accepts: one component, "required" (what `vividvr restore` needs) or "all".
+GROUPS: dict[str, tuple[str, ...]] = {
+    **{name: (name,) for name in COMPONENTS},
+    "required": tuple(c.name for c in COMPONENTS.values() if c.required),
+    "all": tuple(COMPONENTS),
+}
+CHOICES = tuple(GROUPS)
+
+
+# --------------------------------------------------------------------------------------------- locating
+
+def default_ckpt_dir() -> Path:
+    """`vividvr` under the Hugging Face home: `$HF_HOME/vividvr`, by default `~/.cache/huggingface/vividvr`.
+
+    Next to (not inside) the hub cache: the files are a plain folder in the official layout, so they can be
+    copied, inspected and used by the reference code as they are.
+    """
+    home = os.environ.get("HF_HOME")
+    if not home:
+        from huggingface_hub import constants
+
+        home = constants.HF_HOME
+    return Path(home).expanduser() / "vividvr"
+
+
+def resolve_ckpt_dir(cli_value: str | os.PathLike | None = None) -> Path:
+    """The checkpoint folder: `--ckpt-dir`, else `$VIVIDVR_CKPT_DIR`, else `default_ckpt_dir()`. Absolute."""
+    for value in (cli_value, os.environ.get(CKPT_ENV)):
+        if value is not None and str(value).strip():
+            return Path(str(value).strip()).expanduser().absolute()
+    return default_ckpt_dir().absolute()
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _one_line(text: object, limit: int = 240) -> str:
+    lines = [line.strip() for line in _ANSI.sub("", str(text)).splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _describe(exc: BaseException) -> str:
+    text = _one_line(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _walk_files(folder: Path) -> Iterator[Path]:
+    """Files under `folder`, skipping hidden files and folders (e.g. `.cache/huggingface` download metadata).
+
+    Nothing when `folder` does not exist or is not a folder (`os.walk` ignores the error).
+    """
+    for d, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        for n in sorted(names):
+            if not n.startswith("."):
+                yield Path(d, n)
+
+
+def _read_json(path: Path) -> object:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _index_shards(index: Path) -> list[str] | None:
+    """Shard file names an index names, or None when the index is unreadable (reported elsewhere)."""
+    try:
+        weight_map = _read_json(index)["weight_map"]  # type: ignore[index]
+        return sorted(set(weight_map.values()))
+    except Exception:
+        return None
+
+
+def missing_files(component: Component, root: Path) -> list[Path]:
+    """Required files of a component that are not on disk (shards named by an index included)."""
+    base = component.path(root)
+    missing: list[Path] = []
+    for alternatives in component.requires:
+        present = [base / rel for rel in alternatives if (base / rel).is_file()]
+        if not present:
+            missing.append(base / alternatives[0])
+            continue
+        for found in present:
+            if found.name.endswith(".index.json"):
+                shards = _index_shards(found) or []
+                missing += [found.parent / s for s in shards if not (found.parent / s).is_file()]
+    return missing
+
+
+def _hf_download_dir(base: Path) -> Path:
+    """Where huggingface_hub keeps its download metadata (and `.incomplete` files) inside a `local_dir`."""
+    return base / ".cache" / "huggingface" / "download"
+
+
+def _download_metadata(base: Path, rel: str) -> tuple[str, str] | None:
+    """(commit, etag) that huggingface_hub recorded when it downloaded `rel` into `base`, if any.
+
+    Format of `<base>/.cache/huggingface/download/<rel>.metadata`: commit hash, etag, timestamp, one a line.
+    For LFS files the etag is the sha256 of the content; for small files it is the git blob sha1.
+    """
+    meta = _hf_download_dir(base) / f"{rel}.metadata"
+    try:
+        lines = meta.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    if len(lines) < 2 or not lines[0].strip():
+        return None
+    return lines[0].strip(), lines[1].strip().strip('"')
+
+
+# --------------------------------------------------------------------------------------------- hashes
+
+def _hash_file(h, path: Path, chunk: int = 1 << 22) -> str:
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    return _hash_file(hashlib.sha256(), path, chunk)
+
+
+def _git_blob_sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    h.update(f"blob {path.stat().st_size}\0".encode())
+    return _hash_file(h, path)
+
+
+def _pinned_mismatch(path: Path, c: Component) -> str | None:
+    """Why a pinned file (size, sha256) is not the expected one, or None when it is."""
+    size = path.stat().st_size
+    if c.size is not None and size != c.size:
+        return f"has {size} bytes, expected {c.size} (truncated or a different file)"
+    if c.sha256 and sha256_file(path) != c.sha256:
+        return f"sha256 differs from the pinned {c.sha256} (corrupted or a different file)"
+    return None
