@@ -41,3 +41,4 @@ def tiny_ckpt_dir(tmp_path_factory) -> Path:
     from vividcli.models.factory import ensure_tiny_checkpoint
 
     return ensure_tiny_checkpoint(tmp_path_factory.getbasetemp() / "tiny-ckpts")
+

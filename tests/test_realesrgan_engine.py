@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from extras import import_or_skip
 
 from vividcli.engines.base import Engine, checked_restore
 from vividcli.engines.realesrgan import RealESRGANEngine, TiledUpscaler, resolve_device_dtype, tile_starts
@@ -25,7 +26,7 @@ SPANDREL_REASON = "spandrel (and the torchvision it imports) not installed: see 
 
 @pytest.fixture
 def spandrel():
-    return pytest.importorskip("spandrel", reason=SPANDREL_REASON)
+    return import_or_skip("spandrel", SPANDREL_REASON)
 
 
 # --- official Real-ESRGAN (basicsr RRDBNet) checkpoints, built here with random or chosen weights ---

