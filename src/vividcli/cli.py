@@ -50,7 +50,8 @@ def restore(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output file (single input) or folder. "
                                          "A name without extension is a folder of PNG frames.")],
     engine: Annotated[str, typer.Option(help="vivid: Vivid-VR (needs checkpoints). classic: a deterministic "
-                                        "weight-free restorer (denoise + Lanczos + unsharp), not a neural model.")] = "vivid",
+                                        "weight-free restorer (denoise + Lanczos + unsharp), not a neural model. "
+                                        "realesrgan: frame-wise super-resolution with --sr-model (a fast baseline).")] = "vivid",
     ckpt_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint folder (official layout); default "
                                                      "$VIVIDVR_CKPT_DIR or `vividvr models path`.")] = None,
     caption: Annotated[Optional[str], typer.Option(help="One caption for every clip and tile.")] = None,
@@ -74,6 +75,13 @@ def restore(
     fidelity: Annotated[float, typer.Option(help="ControlNet conditioning scale: 1.0 = the paper; lower "
                                             "lets the model correct more, higher holds the input harder.")] = 1.0,
     color_fix: Annotated[str, typer.Option(help="adain (match each frame's colours to the input) or none.")] = "adain",
+    textfix: Annotated[bool, typer.Option(help="Put back legible text: text regions (EasyOCR's CRAFT) come from the "
+                                          "Real-ESRGAN-enhanced input (needs the textfix extra; docs/textfix.md).")] = False,
+    sr_model: Annotated[Optional[Path], typer.Option(help="Super-resolution model file (any spandrel-loadable, e.g. "
+                                                     "RealESRGAN_x4plus.pth) for --engine realesrgan and --textfix; "
+                                                     "default <ckpt-dir>/RealESRGAN/RealESRGAN_x2plus.pth.")] = None,
+    sr_tile: Annotated[int, typer.Option(help="Tile size of the super-resolution model in input pixels "
+                                         "(0: whole frames; smaller saves GPU memory).")] = 512,
     device: Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda, cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bfloat16 on cuda, float32 on cpu), bfloat16, float16, float32.")] = "auto",
     fps: Annotated[Optional[str], typer.Option(help="Frame rate of image-sequence inputs (e.g. 24, 30000/1001).")] = None,

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from vividcli.cache.signals import GracefulInterrupt, Interrupted
 from vividcli.config import RestoreOptions
-from vividcli.errors import UsageError, VividError
+from vividcli.errors import CheckpointError, UsageError, VividError
 from vividcli.progress import make_reporter
 from vividcli.runner import EncodeOptions, Job, plan_jobs, run_batch, summary_line
 
-ENGINES = ("vivid", "classic")
+ENGINES = ("vivid", "classic", "realesrgan")
+SR_MODEL_FILE = "RealESRGAN_x2plus.pth"  # `vividvr models download --what textfix` puts it in <ckpt>/RealESRGAN/
 DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
           "float32": "float32", "fp32": "float32"}
 
@@ -32,7 +33,10 @@ class RestoreRequest:
     captioner: str | None
     trust_remote_code: bool
     device: str
-    dtype: str
+    dtype: str | None  # None: the engine's default (Real-ESRGAN: float16 on CUDA)
+    textfix: bool
+    sr_model: Path | None
+    sr_tile: int
     fps: Fraction | None
     overwrite: bool
     cache_dir: Path | None
@@ -87,6 +91,7 @@ def build_request(**values) -> RestoreRequest:
                          + ", ".join("--" + g.replace("_", "-") for g in given))
     if v["captions_file"] is not None and not Path(v["captions_file"]).is_file():
         raise UsageError(f"captions file {v['captions_file']} does not exist")
+    check_sr_options(v)
     if v["checkpoint_every"] < 1:
         raise UsageError(f"--checkpoint-every must be at least 1, got {v['checkpoint_every']}")
     options = RestoreOptions(
@@ -98,25 +103,79 @@ def build_request(**values) -> RestoreRequest:
     encode = EncodeOptions(codec=None if codec == "png" else codec, crf=v["crf"], preset=v["preset"],
                            pix_fmt=v["pix_fmt"], save_frames=v["save_frames"], copy_audio=not v["no_audio"])
     jobs = plan_jobs(list(v["inputs"]), v["output"], recursive=v["recursive"], codec=codec)
-    device = resolve_device(v["device"]) if v["engine"] == "vivid" else "cpu"
+    device = "cpu" if v["engine"] == "classic" and not v["textfix"] else resolve_device(v["device"])
+    dtype = resolve_dtype(v["dtype"], device)
+    if v["engine"] != "vivid" and v["dtype"] == "auto":
+        dtype = None
     return RestoreRequest(
         jobs=tuple(jobs), engine=v["engine"], options=options, encode=encode, ckpt_dir=v["ckpt_dir"],
         caption=v["caption"], captions_file=v["captions_file"], captioner=v["captioner"],
-        trust_remote_code=v["trust_remote_code"], device=device,
-        dtype=resolve_dtype(v["dtype"], device), fps=parse_fps(v["fps"]), overwrite=v["overwrite"],
+        trust_remote_code=v["trust_remote_code"], device=device, dtype=dtype, textfix=v["textfix"],
+        sr_model=v["sr_model"], sr_tile=v["sr_tile"], fps=parse_fps(v["fps"]), overwrite=v["overwrite"],
         cache_dir=v["cache_dir"], resume=not v["no_resume"], checkpoint_every=v["checkpoint_every"],
         keep_cache=v["keep_cache"], quiet=v["quiet"], json_report=v["json_report"],
     )
 
 
+def check_sr_options(v: dict) -> None:
+    """The super-resolution options (--textfix, --sr-model, --sr-tile) fit the engine."""
+    if v["textfix"] and v["engine"] == "realesrgan":
+        raise UsageError("--textfix takes text from Real-ESRGAN's output, which --engine realesrgan already is; "
+                         "drop --textfix")
+    if v["sr_model"] is not None and v["engine"] != "realesrgan" and not v["textfix"]:
+        raise UsageError("--sr-model is used by --engine realesrgan and --textfix; add one of them or drop it")
+    if v["sr_model"] is not None and not Path(v["sr_model"]).is_file():
+        raise UsageError(f"super-resolution model {v['sr_model']} does not exist")
+    from vividcli.engines.realesrgan import DEFAULT_OVERLAP
+
+    if v["sr_tile"] < 0 or 0 < v["sr_tile"] <= 2 * DEFAULT_OVERLAP:
+        raise UsageError(f"--sr-tile must be 0 (whole frames) or a tile size above {2 * DEFAULT_OVERLAP} pixels, "
+                         f"got {v['sr_tile']}")
+
+
+def sr_model_path(request: RestoreRequest) -> Path:
+    """--sr-model, else Real-ESRGAN x2plus in the checkpoint folder (the official layout's place for it)."""
+    if request.sr_model is not None:
+        return request.sr_model
+    from vividcli.hub import TEXTFIX, resolve_ckpt_dir
+
+    path = resolve_ckpt_dir(request.ckpt_dir) / TEXTFIX.folder / SR_MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"Real-ESRGAN x2plus not found at {path}; fetch it with "
+                              "`vividvr models download --what textfix`, or pass --sr-model FILE")
+    return path
+
+
 def engine_factory(request: RestoreRequest, reporter):
-    """A function (source, interrupt) -> engine; the Vivid-VR models load once for the whole batch."""
+    """A function (source, interrupt) -> engine; models load once for the whole batch."""
+    make = base_engine_factory(request, reporter)
+    if not request.textfix:
+        return make
+    from vividcli.engines.textfix import TextFixEngine
+    from vividcli.stages.geometry import upscale_factor
+    from vividcli.stages.textfix import TextFixer
+
+    fixer = TextFixer(sr_model_path(request), device=request.device, tile=request.sr_tile)
+    return lambda source, interrupt: TextFixEngine(
+        make(source, interrupt), fixer, upscale_factor(source.height, source.width, request.options.upscale))
+
+
+def base_engine_factory(request: RestoreRequest, reporter):
+    from vividcli.stages.geometry import upscale_factor
+
+    def scale_of(source) -> float:
+        return upscale_factor(source.height, source.width, request.options.upscale)
+
     if request.engine == "classic":
         from vividcli.engines.classic import ClassicEngine
-        from vividcli.stages.geometry import upscale_factor
 
-        return lambda source, interrupt: ClassicEngine(
-            scale=upscale_factor(source.height, source.width, request.options.upscale))
+        return lambda source, interrupt: ClassicEngine(scale=scale_of(source))
+    if request.engine == "realesrgan":
+        from vividcli.engines.realesrgan import RealESRGANEngine
+
+        engine = RealESRGANEngine(sr_model_path(request), tile=request.sr_tile, device=request.device,
+                                  dtype=request.dtype)
+        return lambda source, interrupt: engine.with_scale(scale_of(source))
 
     import torch
 

@@ -29,6 +29,7 @@ Numerics (choices, documented in docs/textfix.md):
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Iterator
@@ -241,6 +242,14 @@ class RealESRGANEngine:
         self.upscaler = TiledUpscaler(self.descriptor, dev, dt, tile=tile, overlap=overlap)
         self.model_scale = self.upscaler.scale
         self.scale = float(scale) if scale is not None else float(self.model_scale)
+
+    def with_scale(self, scale: float | None) -> "RealESRGANEngine":
+        """The same loaded model with another output scale (a batch loads the model once)."""
+        if scale is not None and not scale > 0:
+            raise UsageError(f"scale must be positive, not {scale}")
+        engine = copy.copy(self)
+        engine.scale = float(scale) if scale is not None else float(self.model_scale)
+        return engine
 
     @property
     def device(self) -> torch.device:
