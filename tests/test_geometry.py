@@ -105,13 +105,16 @@ def test_vae_input_is_nearest_resize_to_multiple_of_8() -> None:
 @pytest.mark.parametrize(
     "size, tile, gen, vae",
     [
-        (40, 128, 40, 40),  # multiple of 8 below one tile: unchanged
+        (48, 128, 48, 48),  # multiple of 16 below one tile: unchanged
         (41, 128, 48, 48),  # below one tile: rounded up
+        (40, 128, 48, 48),  # 5 latents cannot be patchified in pairs (the reference crashes): 6
+        (854, 128, 864, 864),  # 480p at --upscale 1: 107 latents would crash, 108
         (1023, 128, 1024, 1024),
         (1024, 128, 1024, 1024),  # not below one tile: left as is
         (1030, 128, 1030, 1024),  # left as is, VAE floors to 1024
         (105, 6, 105, 104),  # golden case c width
-        (37, 6, 40, 40),
+        (37, 6, 48, 48),
+        (25, 6, 32, 32),
         (47, 6, 48, 48),
         (49, 6, 49, 48),
     ],
@@ -171,3 +174,13 @@ def test_caption_and_output_resizes() -> None:
     assert caption_video(video, (64, 105)).shape == (2, 3, 64, 105)
     assert caption_video(video[..., :40, :66], (40, 72)).shape == (2, 3, 40, 72)
     assert resize_decoded(torch.rand(2, 3, 64, 104), (64, 105)).shape == (2, 3, 64, 105)
+
+
+@settings(max_examples=200, deadline=None)
+@given(height=st.integers(8, 1100), width=st.integers(8, 1100), tile=st.sampled_from([4, 8, 64, 128]))
+def test_every_size_gives_patchable_tiles(height: int, width: int, tile: int) -> None:
+    """No input size is refused at --upscale 1: every latent tile has even sides."""
+    from vividcli.sampling.tiling import check_tiles_patchable, plan_tiles
+
+    geometry = plan_geometry(height, width, 1.0, tile)
+    check_tiles_patchable(plan_tiles(*geometry.latent_size, tile, tile // 2))

@@ -3,7 +3,8 @@
     input (H, W)
       -> upscaled: bicubic by a scale factor, size floor(H * factor)
       -> gen size: rounded up to a multiple of 8 only when smaller than one
-         pixel tile (tile_size * 8); larger sizes are left as they are
+         pixel tile (tile_size * 8), to 16 where 8 would give an odd latent
+         count (the reference crashes there); larger sizes are left as they are
       -> VAE input: the gen size floored to a multiple of 8, reached by a
          *nearest-neighbour* resize of the upscaled video (diffusers VideoProcessor)
       -> latent grid: VAE input / 8
@@ -33,6 +34,7 @@ from vividcli.sampling.temporal import latent_frame_count
 
 VAE_SCALE = 8  # spatial compression of the CogVideoX VAE
 SHORT_SIDE_TARGET = 1024.0  # upscale == 0 resizes the short side to this
+PATCH_SIZE = 2  # spatial patch size of the CogVideoX1.5 transformer
 PATCH_SIZE_T = 2  # temporal patch size of the CogVideoX1.5 transformer
 
 
@@ -71,10 +73,17 @@ def scaled_size(size: int, factor: float) -> int:
 
 
 def gen_length(size: int, tile_size: int) -> int:
-    """Pipeline length for one axis: next multiple of 8 if below one pixel tile, else unchanged."""
-    if size < tile_size * VAE_SCALE:
-        return VAE_SCALE * math.ceil(size / VAE_SCALE)
-    return size
+    """Pipeline length for one axis: next multiple of 8 if below one pixel tile, else unchanged.
+
+    Below one tile, the axis is a single tile as long as the latent axis, and the transformer
+    patchifies it in pairs: where the reference's rule gives an odd latent count (e.g. 854 px ->
+    107 latents) the reference crashes, so we take one more latent (864 px -> 108). Everywhere the
+    reference runs, the sizes are its own.
+    """
+    if size >= tile_size * VAE_SCALE:
+        return size
+    latents = math.ceil(size / VAE_SCALE)
+    return VAE_SCALE * (latents + latents % PATCH_SIZE)
 
 
 def vae_length(gen: int) -> int:
