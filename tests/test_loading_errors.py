@@ -242,3 +242,38 @@ def test_text_encoder_unexpected_key(ckpt):
     path = ckpt / COG / "text_encoder" / "model-00002-of-00002.safetensors"
     edit_safetensors(path, lambda sd: sd.__setitem__("encoder.extra.weight", torch.zeros(3, dtype=torch.bfloat16)))
     check_message(load_error(ckpt), path, "encoder.extra.weight")
+
+
+def test_missing_tokenizer_model(ckpt):
+    """Without spiece.model transformers would build a special-tokens-only tokenizer, silently."""
+    (ckpt / COG / "tokenizer" / "spiece.model").unlink()
+    check_message(load_error(ckpt), "tokenizer/spiece.model", "is missing")
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("{bad", "JSONDecodeError"),
+    ("{}", "weight_map"),
+    ('{"weight_map": ["a list"]}', "weight_map"),
+])
+def test_broken_weight_index(ckpt, text, needle):
+    index = ckpt / COG / "transformer" / "diffusion_pytorch_model.safetensors.index.json"
+    index.write_text(text)
+    check_message(load_error(ckpt), index, needle)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda c: c.update(num_layers="twelve"), "does not describe a VividVRTransformer3DModel"),
+    (lambda c: [c], "is not a JSON object"),
+])
+def test_transformer_config_with_wrong_values(ckpt, edit, needle):
+    path = ckpt / COG / "transformer" / "config.json"
+    config = json.loads(path.read_text())
+    edited = edit(config)
+    path.write_text(json.dumps(edited if edited is not None else config))
+    check_message(load_error(ckpt), path, needle)
+
+
+def test_controlnet_config_that_is_not_utf8(ckpt):
+    path = ckpt / VIV / "controlnet" / "config.json"
+    path.write_bytes(b"\xff\xfe{")
+    check_message(load_error(ckpt), path, "cannot read model config")

@@ -64,6 +64,10 @@ class CheckpointLayout:
             cog / "vae" / "config.json",
             cog / "text_encoder" / "config.json",
             cog / "scheduler" / "scheduler_config.json",
+            # Without its sentencepiece model transformers builds a tokenizer of the special tokens
+            # only, silently: every prompt would encode to padding.
+            cog / "tokenizer" / "spiece.model",
+            cog / "tokenizer" / "tokenizer_config.json",
             viv / "controlnet" / "config.json",
             *(viv / name for name in TRANSFORMER_ADDITIONS.values()),
         ]
@@ -116,8 +120,12 @@ def read_weights_folder(folder: Path, weights_name: str) -> dict[str, tuple[torc
     if single.is_file():
         files = [single]
     elif index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        files = [folder / name for name in sorted(set(weight_map.values()))]
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = [folder / name for name in sorted(set(weight_map.values()))]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"cannot read weight index {index} ({type(exc).__name__}: {one_line(exc)}): "
+                                  f"expected a JSON object with a \"weight_map\" of key -> file; {HOW_TO_GET}") from exc
     else:
         raise CheckpointError(f"no weights in {folder}: expected {single.name} or {index.name}; {HOW_TO_GET}")
     tensors: dict[str, tuple[torch.Tensor, Path]] = {}
@@ -159,16 +167,29 @@ def fill_module(
 
 def _read_config(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read model config {path} ({exc}); {HOW_TO_GET}") from exc
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise CheckpointError(f"cannot read model config {path} ({one_line(exc)}); {HOW_TO_GET}") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"model config {path} is not a JSON object; {HOW_TO_GET}")
+    return config
+
+
+def _build_on_meta(model_class, config_path: Path):
+    """`model_class.from_config(<config_path>)` without weights; a config it rejects is one CheckpointError."""
+    config = _read_config(config_path)
+    try:
+        with torch.device("meta"):
+            return model_class.from_config(config)
+    except Exception as exc:  # wrong types or values surface as TypeError, ValueError, AssertionError, ...
+        raise CheckpointError(f"model config {config_path} does not describe a {model_class.__name__} "
+                              f"({type(exc).__name__}: {one_line(exc)}); {HOW_TO_GET}") from exc
 
 
 def load_transformer(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device | str) -> VividVRTransformer3DModel:
     """CogVideoX1.5 transformer weights + the three Vivid-VR `.pt` files, strictly."""
     folder = layout.cogvideox / "transformer"
-    with torch.device("meta"):
-        model = VividVRTransformer3DModel.from_config(_read_config(folder / "config.json"))
+    model = _build_on_meta(VividVRTransformer3DModel, folder / "config.json")
     tensors = read_weights_folder(folder, "diffusion_pytorch_model")
     expected_file = {key: folder for key in model.state_dict()}
     for prefix, name in TRANSFORMER_ADDITIONS.items():
@@ -182,8 +203,7 @@ def load_transformer(layout: CheckpointLayout, dtype: torch.dtype, device: torch
 
 def load_controlnet(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device | str) -> VividVRControlNetModel:
     folder = layout.vividvr / "controlnet"
-    with torch.device("meta"):
-        model = VividVRControlNetModel.from_config(_read_config(folder / "config.json"))
+    model = _build_on_meta(VividVRControlNetModel, folder / "config.json")
     tensors = read_weights_folder(folder, "diffusion_pytorch_model")
     fill_module(model, tensors, {key: folder for key in model.state_dict()}, dtype)
     return model.to(device).eval().requires_grad_(False)
@@ -211,8 +231,7 @@ def load_vae(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device 
 
     folder = layout.cogvideox / "vae"
     _require_folder(folder)
-    with torch.device("meta"):
-        vae = AutoencoderKLCogVideoX.from_config(_read_config(folder / "config.json"))
+    vae = _build_on_meta(AutoencoderKLCogVideoX, folder / "config.json")
     fill_module(vae, read_weights_folder(folder, "diffusion_pytorch_model"), dict.fromkeys(vae.state_dict(), folder), dtype)
     vae.enable_slicing()
     vae.enable_tiling()
