@@ -155,3 +155,20 @@ def test_partial_outputs_of_dead_runs_are_removed(tmp_path):
     result = restore(str(src), "-o", str(tmp_path / "out.mp4"), "--engine", "classic", "--upscale", "1", "-q")
     assert result.exit_code == 0
     assert not dead.exists() and alive.exists() and (tmp_path / "out.mp4").is_file()
+
+
+@pytest.mark.parametrize("content, needle", [
+    (None, "is a folder"),
+    (b"\xff\xfe[[", "not UTF-8"),
+    (b'{"clip": "a"}', "expected a list"),
+    (b'[["a", 3]]', "must be a string"),
+])
+def test_captions_file_problems_stop_before_any_work(tmp_path, content, needle):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=2)
+    captions = tmp_path / "captions.json"
+    captions.mkdir() if content is None else captions.write_bytes(content)
+    result = restore(str(src), "-o", str(tmp_path / "out.mp4"), "--captions-file", str(captions),
+                     "--ckpt-dir", str(tmp_path / "no-checkpoints"))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.output

@@ -121,9 +121,21 @@ def test_parse_captions_rejects_wrong_structure(data: object, match: str) -> Non
 
 
 def test_load_captions_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="cannot read captions file"):
+    with pytest.raises(UsageError, match="missing.json does not exist"):
         load_captions_file(tmp_path / "missing.json", 1, 1)
+    with pytest.raises(UsageError, match="is a folder"):
+        load_captions_file(tmp_path, 1, 1)
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('[["caf\xe9"]]'.encode("latin-1"))
+    with pytest.raises(UsageError, match="not UTF-8"):
+        load_captions_file(latin1, 1, 1)
+    assert load_captions_file(_write(tmp_path / "any.json", [["a"], ["b", "c"]])) == [["a"], ["b", "c"]]
     bad = tmp_path / "bad.json"
     bad.write_text('[["a",]]', encoding="utf-8")
     with pytest.raises(UsageError, match="not valid JSON .* line 1"):
         load_captions_file(bad, 1, 1)
+
+
+def _write(path: Path, data) -> Path:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from media_factory import make_av_mp4
 from vividcli.cli import app
 from vividcli.config import RestoreOptions
+from vividcli.errors import UsageError
 from vividcli.media.probe import probe
 from vividcli.media.reader import ArraySource
 from vividcli.models.loading import load_models
@@ -59,6 +60,14 @@ def test_options_change_the_output(tiny_models, frames, baseline, change):
     other = run(tiny_models, frames, replace(OPTIONS, **change))
     assert other.shape == baseline.shape
     assert np.abs(other - baseline).max() > 1e-4
+
+
+@pytest.mark.parametrize("captions", [[["one tile only"]] * 2, [["a", "b"]] * 5, []])
+def test_captions_that_do_not_fit_the_plan_are_refused(tiny_models, frames, captions):
+    plan = plan_restoration(len(frames), 32, 48, OPTIONS)
+    assert (len(plan.clips), len(plan.tiles)) == (2, 2)
+    with pytest.raises(UsageError, match="expected a list of 2 clip|expected 2"):
+        next(restore_frames(tiny_models, ArraySource(frames), captions, OPTIONS))
 
 
 def test_vivid_engine_through_cli_keeps_timing_and_audio(tmp_path, tiny_ckpt_dir):

@@ -29,7 +29,7 @@ from vividcli.sampling.temporal import Clip, LatentCopy, frame_padding, plan_tem
 from vividcli.sampling.tiling import Tile, check_tiles_patchable, plan_tiles
 from vividcli.stages.colorfix import adain_color_fix
 from vividcli.stages.geometry import GenerationGeometry, plan_geometry, upscale_video, vae_input
-from vividcli.stages.prompts import build_prompts
+from vividcli.stages.prompts import build_prompts, parse_captions
 from vividcli.stages.text import encode_prompts
 from vividcli.stages.vae import decode_latents, encode_control_latents
 
@@ -145,6 +145,7 @@ def restore_frames(
     """
     progress = progress or NullProgress()
     plan = plan_restoration(source.num_frames, source.height, source.width, options)
+    captions = parse_captions(captions, len(plan.clips), len(plan.tiles))
     generator = torch.Generator(device=models.device).manual_seed(options.seed)
     prepared = prepare_clips(models, source, plan, captions, generator, progress)
     state = resume if resume is not None else prepared.initial

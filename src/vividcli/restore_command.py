@@ -89,8 +89,10 @@ def build_request(**values) -> RestoreRequest:
     if len(given) > 1:
         raise UsageError("use either --caption, --captions-file or --captioner, not several: "
                          + ", ".join("--" + g.replace("_", "-") for g in given))
-    if v["captions_file"] is not None and not Path(v["captions_file"]).is_file():
-        raise UsageError(f"captions file {v['captions_file']} does not exist")
+    if v["captions_file"] is not None:
+        from vividcli.stages.prompts import load_captions_file
+
+        load_captions_file(v["captions_file"])  # JSON and structure now; the counts per input later
     check_sr_options(v)
     if v["checkpoint_every"] < 1:
         raise UsageError(f"--checkpoint-every must be at least 1, got {v['checkpoint_every']}")

@@ -93,13 +93,22 @@ def _axis_regions(gen_length: int, tile_size: int) -> list[tuple[int, int]]:
     return spans
 
 
-def load_captions_file(path: str | Path, num_clips: int, num_tiles: int) -> list[list[str]]:
-    """Read and check a --captions-file: JSON [clip][tile] -> caption, tiles row-major."""
+def load_captions_file(path: str | Path, num_clips: int | None = None, num_tiles: int | None = None
+                       ) -> list[list[str]]:
+    """Read and check a --captions-file: JSON [clip][tile] -> caption, tiles row-major.
+
+    Without counts only the structure is checked (what the CLI does before any input is opened).
+    """
     name = str(path)
+    if not Path(path).is_file():
+        what = "is a folder" if Path(path).is_dir() else "does not exist"
+        raise UsageError(f"captions file {name} {what}; pass a JSON file (`vividvr caption` writes one)")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read captions file {name}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"captions file {name} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -109,9 +118,12 @@ def load_captions_file(path: str | Path, num_clips: int, num_tiles: int) -> list
     return parse_captions(data, num_clips, num_tiles, source=f"captions file {name}")
 
 
-def parse_captions(data: object, num_clips: int, num_tiles: int, source: str = "captions") -> list[list[str]]:
-    """Check decoded captions JSON: exactly num_clips lists of exactly num_tiles strings."""
-    shape = f"a list of {num_clips} clip(s), each a list of {num_tiles} caption string(s) in row-major tile order"
+def parse_captions(data: object, num_clips: int | None, num_tiles: int | None, source: str = "captions"
+                   ) -> list[list[str]]:
+    """Check decoded captions JSON: exactly num_clips lists of exactly num_tiles strings (None: any number)."""
+    clips_text = "a list" if num_clips is None else f"a list of {num_clips}"
+    tiles_text = "" if num_tiles is None else f"{num_tiles} "
+    shape = f"{clips_text} clip(s), each a list of {tiles_text}caption string(s) in row-major tile order"
     tiles_hint = f"expected {num_tiles} (one per latent tile, row-major)"
     if not isinstance(data, list):
         raise UsageError(f"{source}: expected {shape}, got a JSON {_json_type(data)}")
@@ -121,10 +133,10 @@ def parse_captions(data: object, num_clips: int, num_tiles: int, source: str = "
                 f"{source}: clip {c} must be a list of caption strings, got a JSON {_json_type(clip)} "
                 f"(expected {shape}; a single clip is still wrapped: [[...]])"
             )
-    if len(data) != num_clips:
+    if num_clips is not None and len(data) != num_clips:
         raise UsageError(f"{source}: has {len(data)} clip(s), expected {shape}")
     for c, clip in enumerate(data):
-        if len(clip) != num_tiles:
+        if num_tiles is not None and len(clip) != num_tiles:
             raise UsageError(f"{source}: clip {c} has {len(clip)} caption(s), {tiles_hint}")
         for t, caption in enumerate(clip):
             if not isinstance(caption, str):
