@@ -172,3 +172,26 @@ def test_captions_file_problems_stop_before_any_work(tmp_path, content, needle):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], result.output
+
+
+def test_an_unexpected_failure_is_one_line_and_the_batch_goes_on(tmp_path, monkeypatch):
+    from vividcli.engines.classic import ClassicEngine
+
+    original = ClassicEngine.restore
+
+    def flaky(self, source, progress=None):
+        if "bad" in str(source.info.path):
+            raise ValueError("something nobody foresaw\nsecond line")
+        yield from original(self, source, progress)
+
+    monkeypatch.setattr(ClassicEngine, "restore", flaky)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_av_mp4(folder / "bad.mp4", num_frames=2)
+    make_av_mp4(folder / "good.mp4", num_frames=2)
+    result = restore(str(folder), "-o", str(tmp_path / "out"), "--engine", "classic", "--upscale", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "unexpected ValueError: something nobody foresaw (please report it" in result.output
+    assert "second line" not in result.output and (tmp_path / "out" / "good.mp4").is_file()
+    result = restore(str(folder / "bad.mp4"), "-o", str(tmp_path / "o.mp4"), "--engine", "classic", "--debug")
+    assert result.exit_code == 1 and "Traceback" in result.output and "second line" in result.output

@@ -30,6 +30,14 @@ def fail(message: str, code: int, debug: bool = False) -> None:
     raise typer.Exit(code)
 
 
+def show_debug_log(debug: bool) -> None:
+    """With --debug, vividcli's debug records (tracebacks of failed inputs among them) go to stderr."""
+    if debug:
+        logger = logging.getLogger("vividcli")
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(logging.StreamHandler(sys.stderr))
+
+
 def version_callback(value: bool) -> None:
     if value:
         typer.echo(f"vividvr {__version__}")
@@ -104,12 +112,16 @@ def restore(
     """Restore videos or image sequences."""
     values = dict(locals())
     from vividcli import restore_command
+    from vividcli.runner import unexpected_error
 
+    show_debug_log(debug)
     try:
         request = restore_command.build_request(**values)
         code = restore_command.run(request)
     except VividError as exc:
         fail(str(exc), exc.exit_code, debug)
+    except Exception as exc:  # not a user error we foresaw: still one line, the traceback with --debug
+        fail(unexpected_error(exc), 1, debug)
     raise typer.Exit(code)
 
 
@@ -131,11 +143,15 @@ def caption(
     """Write the per-clip, per-tile captions `restore` would use, to read, edit and pass back with --captions-file."""
     values = {k: v for k, v in locals().items() if k != "debug"}
     from vividcli import caption_command
+    from vividcli.runner import unexpected_error
 
+    show_debug_log(debug)
     try:
         caption_command.run(**values)
     except VividError as exc:
         fail(str(exc), exc.exit_code, debug)
+    except Exception as exc:
+        fail(unexpected_error(exc), 1, debug)
 
 
 @app.command()

@@ -8,6 +8,7 @@ batch goes on; outputs appear atomically (the writers rename a finished temporar
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,8 @@ from vividcli.errors import MediaError, UsageError, VividError
 from vividcli.media.probe import list_images
 from vividcli.media.reader import FrameSource, open_source
 from vividcli.media.writer import VIDEO_EXTENSIONS, open_writer
+
+log = logging.getLogger(__name__)
 
 INPUT_VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".flv", ".wmv", ".mpg", ".mpeg",
                           ".ts", ".m2ts", ".mts", ".3gp", ".ogv", ".gif"}
@@ -183,16 +186,24 @@ def run_job(job: Job, make_engine: EngineFactory, encode: EncodeOptions, *, over
         raise
     except VividError as exc:
         result.error = str(exc)
-    except RuntimeError as exc:
-        if "out of memory" not in str(exc).lower():
-            raise
-        result.error = ("out of GPU memory; try a smaller --tile-size (e.g. 64), a shorter --clip-frames "
-                        "(e.g. 49), --dtype bfloat16, or a smaller --upscale")
     except OSError as exc:
         result.error = f"{exc.strerror or exc}: {exc.filename or job.output}"
+    except Exception as exc:  # the batch goes on; --debug logs the traceback
+        log.debug("%s failed", job.input, exc_info=True)
+        result.error = unexpected_error(exc)
     finally:
         result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+def unexpected_error(exc: BaseException) -> str:
+    """One line for an exception no stage turned into a VividError (out of GPU memory, or a bug)."""
+    text = str(exc).strip()
+    if "out of memory" in text.lower():
+        return ("out of GPU memory; try a smaller --tile-size (e.g. 64), a shorter --clip-frames "
+                "(e.g. 49), --dtype bfloat16, or a smaller --upscale")
+    first = text.splitlines()[0][:300] if text else ""
+    return f"unexpected {type(exc).__name__}: {first} (please report it; --debug shows the traceback)"
 
 
 def run_batch(jobs: list[Job], make_engine: EngineFactory, encode: EncodeOptions, *,
