@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from media_factory import make_av_mp4, make_ntsc, make_odd, make_png_sequence, make_text, truncate
 from vividcli.cli import app
 from vividcli.media.probe import probe
+from vividcli.errors import UsageError
 from vividcli.runner import plan_jobs
 
 runner = CliRunner()
@@ -195,3 +196,82 @@ def test_an_unexpected_failure_is_one_line_and_the_batch_goes_on(tmp_path, monke
     assert "second line" not in result.output and (tmp_path / "out" / "good.mp4").is_file()
     result = restore(str(folder / "bad.mp4"), "-o", str(tmp_path / "o.mp4"), "--engine", "classic", "--debug")
     assert result.exit_code == 1 and "Traceback" in result.output and "second line" in result.output
+
+
+def test_shell_loop_into_a_new_folder_with_a_trailing_slash(tmp_path, monkeypatch):
+    """README: `for f in *.mp4; do vividvr restore "$f" -o restored/; done` (restored/ does not exist yet)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.mp4", "b.mp4"):
+        make_av_mp4(tmp_path / name, num_frames=2)
+        result = restore(name, "-o", "restored/", "--engine", "classic", "--upscale", "1", "-q")
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "restored").iterdir()) == ["a.mp4", "b.mp4"]
+
+
+def test_plan_jobs_folder_rules(tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("a.mp4", "b.mov"):
+        (tmp_path / "in" / name).write_bytes(b"x")
+    a = tmp_path / "in" / "a.mp4"
+    assert plan_jobs([a], f"{tmp_path / 'new'}/")[0].output == tmp_path / "new" / "a.mp4"
+    jobs = plan_jobs([tmp_path / "in"], tmp_path / "out", save_frames=tmp_path / "pngs")
+    assert [j.save_frames for j in jobs] == [tmp_path / "pngs" / "a", tmp_path / "pngs" / "b"]
+    assert plan_jobs([a], tmp_path / "o.mp4", save_frames=tmp_path / "pngs")[0].save_frames == tmp_path / "pngs"
+    with pytest.raises(UsageError, match="named like a video file"):
+        plan_jobs([tmp_path / "in"], tmp_path / "two.mp4")
+    with pytest.raises(UsageError, match="--codec png writes a folder"):
+        plan_jobs([a], tmp_path / "x.mp4", codec="png")
+
+
+def test_save_frames_with_several_inputs_gives_each_its_folder(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_av_mp4(folder / "a.mp4", num_frames=3)
+    make_av_mp4(folder / "b.mp4", num_frames=2)
+    result = restore(str(folder), "-o", str(tmp_path / "out"), "--save-frames", str(tmp_path / "pngs"),
+                     "--engine", "classic", "--upscale", "1", "-q")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "pngs" / "a").glob("*.png"))) == 3
+    assert len(list((tmp_path / "pngs" / "b").glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--codec", "h263xx"], "unsupported codec 'h263xx': choose one of libx264, libx265, prores, ffv1"),
+    (["--preset", "turbo"], "--preset must be one of"),
+    (["--crf", "99"], "--crf must be from 0"),
+    (["--codec", "prores"], "prores_ks cannot be stored in .mp4"),
+    (["--codec", "ffv1", "--crf", "10"], "do not apply to ffv1"),
+    (["--pix-fmt", "nv99"], "cannot encode pix_fmt nv99"),
+    (["-o", "OUT.avi"], "cannot write .avi videos"),
+    (["-o", "OUT_frames", "--crf", "20"], "--crf apply to video outputs"),
+    (["-o", "OUT_frames", "--save-frames", "pngs"], "--save-frames apply to video outputs"),
+])
+def test_encoder_options_are_checked_before_any_work(tmp_path, args, needle):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=2)
+    out = ["-o", str(tmp_path / "out.mp4")] if "-o" not in args else []
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in args]
+    result = restore(str(src), *out, *args, "--engine", "classic")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.output
+
+
+def test_output_that_is_a_hard_link_of_the_input_is_refused(tmp_path):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=2)
+    os.link(src, tmp_path / "link.mp4")
+    result = restore(str(src), "-o", str(tmp_path / "link.mp4"), "--engine", "classic", "--overwrite")
+    assert result.exit_code == 1 and "is the input itself" in result.output
+    assert (tmp_path / "link.mp4").read_bytes() == src.read_bytes()
+
+
+def test_a_device_as_input_is_one_line(tmp_path):
+    result = restore("/dev/null", "-o", str(tmp_path / "out.mp4"), "--engine", "classic")
+    assert result.exit_code == 1 and "Traceback" not in result.output and "unexpected" not in result.output
+    assert "/dev/null" in result.output
+
+
+def test_json_report_is_printed_even_for_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["restore", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "o.mp4"), "--json"])
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+    assert report["results"] == [] and report["exit_code"] == 2 and "does not exist" in report["error"]

@@ -55,8 +55,9 @@ def main_options(
 @app.command()
 def restore(
     inputs: Paths,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output file (single input) or folder. "
-                                         "A name without extension is a folder of PNG frames.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Output file (single input) or folder (several "
+                                        "inputs, or a name ending in /). A name without extension is a folder "
+                                        "of PNG frames.")],
     engine: Annotated[str, typer.Option(help="vivid: Vivid-VR (needs checkpoints). classic: a deterministic "
                                         "weight-free restorer (denoise + Lanczos + unsharp), not a neural model. "
                                         "realesrgan: frame-wise super-resolution with --sr-model (a fast baseline).")] = "vivid",
@@ -118,10 +119,11 @@ def restore(
     try:
         request = restore_command.build_request(**values)
         code = restore_command.run(request)
-    except VividError as exc:
-        fail(str(exc), exc.exit_code, debug)
-    except Exception as exc:  # not a user error we foresaw: still one line, the traceback with --debug
-        fail(unexpected_error(exc), 1, debug)
+    except Exception as exc:  # a VividError, or one we did not foresee: one line, the traceback with --debug
+        message, code = (str(exc), exc.exit_code) if isinstance(exc, VividError) else (unexpected_error(exc), 1)
+        if json_report:  # scripts parse stdout whatever happened
+            typer.echo(json.dumps({"results": [], "exit_code": code, "error": message}, indent=2))
+        fail(message, code, debug)
     raise typer.Exit(code)
 
 
@@ -225,5 +227,6 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
+        typer.echo("error: aborted by a second Ctrl-C; the vivid engine's cache keeps the steps it saved: "
+                   "run the same command again to resume", err=True)
         sys.exit(130)

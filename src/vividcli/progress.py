@@ -13,9 +13,19 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
+
+# What one unit of each engine stage is (for rates: frames/s while decoding, ...).
+STAGE_UNITS = {"restore": "frames", "decode": "frames", "encode": "clips", "denoise": "tile steps",
+               "caption": "captions"}
+
+
+def rate_text(done: int, seconds: float, stage: str) -> str:
+    rate = done / max(seconds, 1e-9)
+    return f"{rate:.2f} {STAGE_UNITS.get(stage, 'units')}/s"
 
 
 class QuietReporter:
@@ -59,13 +69,24 @@ class LogReporter(QuietReporter):
         rate = self.done / max(now - self.started, 1e-9)
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         return (f"{self.name} {self.done}/{self.total} ({100 * self.done // self.total}%), "
-                f"{rate:.2f}/s, eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+                f"{rate_text(self.done, now - self.started, self.name)}, "
+                f"eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
     def end_file(self, line: str) -> None:
         self._print(f"{self.prefix}: {line}")
+        self.prefix = ""  # what follows (the batch summary) is not about this file
 
     def message(self, text: str) -> None:
         self._print(f"{self.prefix}: {text}" if self.prefix else text)
+
+
+class RateColumn(ProgressColumn):
+    """Units per second of a stage bar (frames/s while restoring or decoding)."""
+
+    def render(self, task) -> Text:
+        if task.speed is None or not task.fields.get("stage"):
+            return Text("")
+        return Text(rate_text(task.speed, 1.0, task.fields["stage"]), style="progress.data.speed")
 
 
 class RichReporter(QuietReporter):
@@ -75,7 +96,7 @@ class RichReporter(QuietReporter):
         self.console = console or Console(stderr=True)
         self.bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(),
+            RateColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             console=self.console, transient=False,
         )
         self.bars.start()
@@ -90,7 +111,7 @@ class RichReporter(QuietReporter):
     def stage(self, name: str, total: int | None) -> None:
         if self.task is not None:
             self.bars.remove_task(self.task)
-        self.task = self.bars.add_task(f"  {name}", total=total)
+        self.task = self.bars.add_task(f"  {name}", total=total, stage=name)
 
     def advance(self, n: int = 1) -> None:
         if self.task is not None:

@@ -103,8 +103,10 @@ def build_request(**values) -> RestoreRequest:
     )
     codec = v["codec"]
     encode = EncodeOptions(codec=None if codec == "png" else codec, crf=v["crf"], preset=v["preset"],
-                           pix_fmt=v["pix_fmt"], save_frames=v["save_frames"], copy_audio=not v["no_audio"])
-    jobs = plan_jobs(list(v["inputs"]), v["output"], recursive=v["recursive"], codec=codec)
+                           pix_fmt=v["pix_fmt"], copy_audio=not v["no_audio"])
+    jobs = plan_jobs(list(v["inputs"]), v["output"], recursive=v["recursive"], codec=codec,
+                     save_frames=v["save_frames"])
+    check_encode_options(encode, jobs, v["save_frames"])
     device = "cpu" if v["engine"] == "classic" and not v["textfix"] else resolve_device(v["device"])
     dtype = resolve_dtype(v["dtype"], device)
     if v["engine"] != "vivid" and v["dtype"] == "auto":
@@ -117,6 +119,22 @@ def build_request(**values) -> RestoreRequest:
         cache_dir=v["cache_dir"], resume=not v["no_resume"], checkpoint_every=v["checkpoint_every"],
         keep_cache=v["keep_cache"], quiet=v["quiet"], json_report=v["json_report"],
     )
+
+
+def check_encode_options(encode: EncodeOptions, jobs: list[Job], save_frames: Path | None) -> None:
+    """Encoder options against every output container, before any input is opened."""
+    from vividcli.media.writer import check_encoding
+
+    suffixes = sorted({job.output.suffix.lower() for job in jobs if job.output.suffix})
+    for suffix in suffixes:
+        check_encoding(encode.codec, crf=encode.crf, preset=encode.preset, pix_fmt=encode.pix_fmt, extension=suffix)
+    if suffixes:
+        return
+    given = [name for name, value in (("--crf", encode.crf), ("--preset", encode.preset),
+                                      ("--pix-fmt", encode.pix_fmt), ("--save-frames", save_frames)) if value]
+    if given:
+        raise UsageError(f"{', '.join(given)} apply to video outputs, but {jobs[0].output} is a folder of PNG "
+                         "frames; drop them or write a .mp4/.mov/.mkv")
 
 
 def check_sr_options(v: dict) -> None:

@@ -35,6 +35,7 @@ INPUT_VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".flv
 class Job:
     input: Path
     output: Path
+    save_frames: Path | None = None  # where --save-frames puts this input's PNGs
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,6 @@ class EncodeOptions:
     crf: int | None = None
     preset: str | None = None
     pix_fmt: str | None = None
-    save_frames: Path | None = None
     copy_audio: bool = True
 
 
@@ -69,7 +69,7 @@ def expand_input(path: Path, recursive: bool) -> list[Path]:
     """A video file or image folder is one input; a folder of videos is many (deeper with recursive)."""
     if not path.exists():
         raise UsageError(f"input {path} does not exist")
-    if path.is_file():
+    if not path.is_dir():  # a file, or a device or pipe: the reader says whether it is a video
         return [path]
     if list_images(path):
         return [path]
@@ -90,21 +90,38 @@ def output_name(input_path: Path, codec: str | None) -> str:
     return input_path.stem + (suffix if suffix in VIDEO_EXTENSIONS else ".mp4")
 
 
-def plan_jobs(inputs: list[Path], output: Path, *, recursive: bool = False, codec: str | None = None) -> list[Job]:
-    """Single input + a file-like output: that file (no extension: a PNG folder). Otherwise `output` is a folder."""
+def plan_jobs(inputs: list[Path], output: str | os.PathLike[str], *, recursive: bool = False,
+              codec: str | None = None, save_frames: Path | None = None) -> list[Job]:
+    """Single input + a file-like output: that file (no extension: a PNG folder). Otherwise `output` is a
+    folder (as is any output written with a trailing slash, existing or not), mirroring the input names.
+    --save-frames holds one input's PNGs, or with several inputs one subfolder per output name."""
     if not inputs:
         raise UsageError("no input given")
+    folder_hint = str(output).endswith(("/", os.sep))
+    output = Path(output)
     expanded = [(root, p) for root in inputs for p in expand_input(root, recursive)]
     single = len(expanded) == 1 and expanded[0][1] == inputs[0]
-    if single and not (output.is_dir() or str(output).endswith(("/", "\\"))):
-        return [Job(inputs[0], output)]
+    if single and not (output.is_dir() or folder_hint):
+        check_single_output(output, codec)
+        return [Job(inputs[0], output, save_frames)]
     if output.exists() and not output.is_dir():
         raise UsageError(f"output {output} is a file, but several inputs need an output folder")
+    if output.suffix.lower() in VIDEO_EXTENSIONS and not output.exists():
+        raise UsageError(f"several inputs need an output folder, but {output} is named like a video file; "
+                         "give a folder (e.g. -o restored/)")
     jobs = []
     for root, path in expanded:
         relative = path.relative_to(root) if path != root and root.is_dir() else Path(path.name)
-        jobs.append(Job(path, output / relative.parent / output_name(path, codec)))
+        target = output / relative.parent / output_name(path, codec)
+        frames = save_frames / relative.parent / Path(target.name).stem if save_frames is not None else None
+        jobs.append(Job(path, target, frames if len(expanded) > 1 else save_frames))
     return jobs
+
+
+def check_single_output(output: Path, codec: str | None) -> None:
+    if codec == "png" and output.suffix:
+        raise UsageError(f"--codec png writes a folder of PNG frames, but {output} has an extension; "
+                         f"use -o {output.with_suffix('')}")
 
 
 def output_exists(path: Path) -> bool:
@@ -120,6 +137,16 @@ def remove_stale_partials(target: Path) -> None:
         match = pattern.match(leftover.name)
         if match and not pid_alive(int(match.group(1))):
             shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """The same path, or two names of one file (a hard link)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
 
 
 def pid_alive(pid: int) -> bool:
@@ -142,8 +169,10 @@ def write_job(job: Job, source: FrameSource, engine: Engine, encode: EncodeOptio
     options: dict = {"source": info, "overwrite": overwrite, "bit_depth": info.bit_depth}
     if job.output.suffix:
         options.update(codec=encode.codec, crf=encode.crf, preset=encode.preset, pix_fmt=encode.pix_fmt,
-                       copy_audio=encode.copy_audio, save_frames=encode.save_frames)
-    job.output.parent.mkdir(parents=True, exist_ok=True)
+                       copy_audio=encode.copy_audio, save_frames=job.save_frames)
+    for folder in (job.output.parent, job.save_frames.parent if job.save_frames else None):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(job.output)
     frames = checked_restore(engine, source, progress)
     with open_writer(job.output, width=width, height=height, **options) as writer:
@@ -153,7 +182,7 @@ def write_job(job: Job, source: FrameSource, engine: Engine, encode: EncodeOptio
         for frame in itertools.islice(frames, info.num_frames):
             writer.write(frame)
             if interrupt is not None and interrupt.requested:
-                raise Interrupted(interrupt.signum)
+                raise interrupted_message(interrupt.signum, engine)
         progress.stage("write", None)
     for _ in frames:  # output committed: let the engine finish (checked_restore enforces the count)
         pass
@@ -170,7 +199,7 @@ def run_job(job: Job, make_engine: EngineFactory, encode: EncodeOptions, *, over
     result = JobResult(input=str(job.input), output=str(job.output), status="failed")
     started = time.monotonic()
     try:
-        if job.output.resolve() == job.input.resolve():
+        if same_file(job.output, job.input):
             raise UsageError(f"output {job.output} is the input itself; choose another output path")
         if output_exists(job.output) and not overwrite:
             result.status = "skipped"
@@ -187,13 +216,22 @@ def run_job(job: Job, make_engine: EngineFactory, encode: EncodeOptions, *, over
     except VividError as exc:
         result.error = str(exc)
     except OSError as exc:
-        result.error = f"{exc.strerror or exc}: {exc.filename or job.output}"
+        result.error = describe_os_error(exc, job)
     except Exception as exc:  # the batch goes on; --debug logs the traceback
         log.debug("%s failed", job.input, exc_info=True)
         result.error = unexpected_error(exc)
     finally:
         result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+def describe_os_error(exc: OSError, job: Job) -> str:
+    """An OSError as what it stopped: reading the input, or writing the output (whatever temp name it hit)."""
+    reason = exc.strerror or str(exc)
+    name = Path(exc.filename) if exc.filename else None
+    if name is not None and (name == job.input or job.input in name.parents):
+        return f"cannot read {job.input}: {reason}"
+    return f"cannot write {job.output}: {reason} (check that its folder can be created and written to)"
 
 
 def unexpected_error(exc: BaseException) -> str:
@@ -214,7 +252,10 @@ def run_batch(jobs: list[Job], make_engine: EngineFactory, encode: EncodeOptions
     Results go into `collect` as they come (so a caller still has them if the batch is interrupted).
     """
     results: list[JobResult] = collect if collect is not None else []
-    with GracefulInterrupt() as interrupt:
+    def on_request(signum: int) -> None:
+        reporter.message("stopping at the next safe point; press Ctrl-C again to abort at once")
+
+    with GracefulInterrupt(on_request=on_request) as interrupt:
         for index, job in enumerate(jobs, 1):
             reporter.start_file(index, len(jobs), job.input.name)
             try:
@@ -226,9 +267,18 @@ def run_batch(jobs: list[Job], make_engine: EngineFactory, encode: EncodeOptions
                 raise
             results.append(result)
             reporter.end_file(describe(result))
-            if interrupt.requested:
-                raise Interrupted(interrupt.signum)
+            if interrupt.requested and index < len(jobs):
+                raise Interrupted(interrupt.signum, f"interrupted after {index} of {len(jobs)} inputs; run the "
+                                  "same command again to do the rest (finished outputs are skipped)")
     return results
+
+
+def interrupted_message(signum: int, engine: Engine) -> Interrupted:
+    """Interrupted while writing: resumable only where the engine keeps a cache (Vivid-VR does)."""
+    if getattr(engine, "resumable", False):
+        return Interrupted(signum)
+    return Interrupted(signum, f"interrupted; {engine.name} keeps no cache, so this output was not written: "
+                       "run the same command again to redo it")
 
 
 def describe(result: JobResult) -> str:

@@ -67,8 +67,9 @@ class ClassicEngine:
             out = self._resize(prev, size)
             if self.sharpen:
                 out = out + np.float32(self.sharpen) * (out - _blur(out, self._kernel))
-            yield np.clip(out, 0.0, 1.0, out=out)
-            progress.advance(1)
+            np.clip(out, 0.0, 1.0, out=out)
+            progress.advance(1)  # before the yield: the consumer may never resume us after the last frame
+            yield out
 
     def _denoise(self, frame: np.ndarray, prev: np.ndarray) -> np.ndarray:
         if not self.denoise:

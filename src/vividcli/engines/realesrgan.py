@@ -282,5 +282,6 @@ class RealESRGANEngine:
         progress = progress or NullProgress()
         progress.stage("restore", source.info.num_frames)
         for frame in source.frames():
-            yield self.upscale_frame(frame)
-            progress.advance(1)
+            out = self.upscale_frame(frame)
+            progress.advance(1)  # before the yield: the consumer may never resume us after the last frame
+            yield out

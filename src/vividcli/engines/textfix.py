@@ -33,6 +33,7 @@ class TextFixEngine:
         self.fixer = fixer
         self.scale_factor = scale_factor  # the inner engine's upscale factor, when it has one
         self.name = f"{inner.name}+textfix"
+        self.resumable = getattr(inner, "resumable", False)  # the text fix itself keeps no state
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         return self.inner.output_size(width, height)

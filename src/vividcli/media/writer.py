@@ -15,6 +15,7 @@ the new video. See docs/media.md for the decisions (rounding, odd sizes, colour 
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import logging
@@ -58,6 +59,46 @@ CODECS: dict[str, dict[str, object]] = {
 
 _ALIASES = {"h264": "libx264", "x264": "libx264", "avc": "libx264", "hevc": "libx265",
             "h265": "libx265", "x265": "libx265", "prores": "prores_ks"}
+CODEC_CHOICES = "libx264, libx265, prores, ffv1 (or png: a folder of PNG frames)"
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+MAX_CRF = 51
+
+
+@functools.cache
+def _muxer_codecs(muxer: str) -> frozenset[str]:
+    """Encoders FFmpeg's `muxer` can store (asked of an in-memory container)."""
+    with av.open(io.BytesIO(), "w", format=muxer) as container:
+        return frozenset(container.supported_codecs)
+
+
+def check_encoding(codec: str | None, *, crf: int | None = None, preset: str | None = None,
+                   pix_fmt: str | None = None, extension: str | None = None) -> str:
+    """Check encoder options (and that the container `extension` can hold the codec); the encoder name.
+
+    The CLI calls this before any input is opened, so a typo costs nothing; VideoWriter calls it too.
+    """
+    name = _ALIASES.get(codec or "libx264", codec or "libx264")
+    if name not in CODECS:
+        raise UsageError(f"unsupported codec {codec!r}: choose one of {CODEC_CHOICES}")
+    if "crf" not in CODECS[name] and (crf is not None or preset is not None):
+        raise UsageError(f"--crf/--preset do not apply to {name}; leave them unset")
+    if crf is not None and not 0 <= crf <= MAX_CRF:
+        raise UsageError(f"--crf must be from 0 (best) to {MAX_CRF}, got {crf}")
+    if preset is not None and preset not in X26X_PRESETS:
+        raise UsageError(f"--preset must be one of {', '.join(X26X_PRESETS)}, got {preset!r}")
+    if pix_fmt is not None:
+        supported = {f.name for f in av.Codec(name, "w").video_formats}
+        if pix_fmt not in supported:
+            raise UsageError(f"{name} cannot encode pix_fmt {pix_fmt}; choose one of {', '.join(sorted(supported))}")
+    if extension is not None:
+        ext = extension.lower()
+        if ext not in VIDEO_EXTENSIONS:
+            raise UsageError(f"cannot write {ext or 'files without extension'} videos: use a .mp4, .mov or .mkv "
+                             "file, or a folder name without extension for PNG frames")
+        if name not in _muxer_codecs(VIDEO_EXTENSIONS[ext]):
+            raise UsageError(f"{name} cannot be stored in {ext}; use .mkv or .mov, or another codec")
+    return name
 
 # Tags describing the old encode, not the content: not copied to the new file.
 _DROP_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "duration",
@@ -272,9 +313,7 @@ class VideoWriter:
                  codec_options: Mapping[str, str] | None = None):
         self.path = Path(path)
         ext = self.path.suffix.lower()
-        if ext not in VIDEO_EXTENSIONS:
-            raise UsageError(f"cannot write {self.path.name}: use a .mp4, .mov or .mkv file, or a folder "
-                             "name without extension for PNG frames")
+        self.codec = check_encoding(codec, crf=crf, preset=preset, pix_fmt=pix_fmt, extension=ext)
         if fps is None:
             if source is None:
                 raise UsageError("VideoWriter needs fps or source")
@@ -285,9 +324,6 @@ class VideoWriter:
         self.width, self.height, self.overwrite, self.source = width, height, overwrite, source
         self.warnings: list[str] = []
         self.frames_written = 0
-        self.codec = _ALIASES.get(codec or "libx264", codec or "libx264")
-        if self.codec not in CODECS:
-            raise UsageError(f"unsupported codec {codec!r}: choose one of {', '.join(CODECS)}")
         self.pix_fmt = self._resolve_pix_fmt(pix_fmt, bit_depth)
         fmt = av.VideoFormat(self.pix_fmt)
         self.sample_bits = 8 if max(c.bits for c in fmt.components) <= 8 else 16
@@ -317,12 +353,8 @@ class VideoWriter:
 
     def _resolve_pix_fmt(self, pix_fmt: str | None, bit_depth: int) -> str:
         spec = CODECS[self.codec]
-        supported = {f.name for f in av.Codec(self.codec, "w").video_formats}
         w, h = self.width, self.height
-        if pix_fmt is not None:
-            if pix_fmt not in supported:
-                raise UsageError(f"{self.codec} cannot encode pix_fmt {pix_fmt}; "
-                                 f"choose one of {', '.join(sorted(supported))}")
+        if pix_fmt is not None:  # supported by the encoder: check_encoding said so
             if _subsampled(pix_fmt, w, h):
                 raise UsageError(f"pix_fmt {pix_fmt} needs an even width and height but the output is "
                                  f"{w}x{h}; use a 4:4:4 format (e.g. yuv444p) or leave pix_fmt unset")
@@ -339,11 +371,9 @@ class VideoWriter:
     def _encoder_options(self, crf, preset, extra) -> dict[str, str]:
         spec = CODECS[self.codec]
         options = dict(spec.get("options", {}))
-        if "crf" in spec:
+        if "crf" in spec:  # (crf/preset for other encoders were refused by check_encoding)
             options["crf"] = str(spec["crf"] if crf is None else crf)
             options["preset"] = preset or spec["preset"]
-        elif crf is not None or preset is not None:
-            raise UsageError(f"--crf/--preset do not apply to {self.codec}; leave them unset")
         if self.codec == "prores_ks" and self.pix_fmt.startswith(("yuv444", "yuva444")):
             options["profile"] = "4"  # 4444
         options.update(extra or {})
@@ -362,8 +392,6 @@ class VideoWriter:
         container_options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
         out = av.open(str(self._tmp), "w", format=fmt, container_options=container_options)
         self._container = out
-        if self.codec not in out.supported_codecs:
-            raise UsageError(f"{self.codec} cannot be stored in {ext}; use .mkv or .mov, or another codec")
         src = self.source
         if copy_metadata and src is not None:
             out.metadata.update(_tags(src.metadata))
@@ -383,7 +411,7 @@ class VideoWriter:
         try:
             out.start_encoding()  # write the header now: fail before hours of restoration, not after
         except av.error.FFmpegError as e:
-            raise MediaError(f"cannot start writing {self.path}: {e} (try copy_audio=False or .mkv)") from None
+            raise MediaError(f"cannot start writing {self.path}: {e} (try --no-audio, or a .mkv output)") from None
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -504,8 +532,9 @@ class _StreamCopier:
                 continue
             problem = _trial_copy(info.path, s.index, out.format.name)
             if problem:
-                warn(f"skipped {what}: {Path(out.name).suffix or out.format.name} cannot hold it; "
-                     "write .mkv to keep it")
+                ext = Path(out.name).suffix.lower()
+                hint = "" if ext == ".mkv" else "; write .mkv to keep it"
+                warn(f"skipped {what}: {ext or out.format.name} cannot hold it{hint}")
                 log.debug("trial copy of %s failed: %s", what, problem)
                 continue
             o = out.add_stream_from_template(s)
