@@ -66,7 +66,9 @@ class Case:
         o = self.options
         return ["--upscale", str(o.upscale), "--tile-size", str(o.tile_size), "--clip-frames", str(o.clip_frames),
                 "--steps", str(o.steps), "--guidance", str(o.guidance), "--seed", str(o.seed),
-                "--restoration-guidance", str(o.restoration_guidance), "--device", "cpu", "--dtype", "float32"]
+                "--restoration-guidance", str(o.restoration_guidance), "--device", "cpu", "--dtype", "float32",
+                "--fidelity", "1.0",  # the paper's ControlNet scale is the reference's path
+                "--dynamic-cfg" if o.dynamic_cfg else "--no-dynamic-cfg"]
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from vividcli.errors import UsageError
@@ -26,6 +27,15 @@ class RestoreOptions:
 
     def __post_init__(self) -> None:
         problems = []
+        for name in ("upscale", "guidance", "restoration_guidance", "fidelity"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                problems.append(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
+        for name in ("tile_size", "clip_frames", "steps", "seed"):
+            if not isinstance(getattr(self, name), int):
+                problems.append(f"--{name.replace('_', '-')} must be a whole number, got {getattr(self, name)!r}")
+        if problems:
+            raise UsageError(problems[0])
         if self.upscale < 0:
             problems.append(f"--upscale must be 0 (short side to 1024 px) or a positive factor, got {self.upscale}")
         if self.tile_size < 2 or self.tile_size % 2:
