@@ -275,3 +275,10 @@ def test_json_report_is_printed_even_for_a_usage_error(tmp_path):
     assert result.exit_code == 2
     report = json.loads(result.stdout)
     assert report["results"] == [] and report["exit_code"] == 2 and "does not exist" in report["error"]
+
+
+def test_fps_on_a_video_keeps_its_rate_and_says_so(tmp_path):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=3)
+    result = restore(str(src), "-o", str(tmp_path / "o.mp4"), "--engine", "classic", "--upscale", "1", "--fps", "30")
+    assert result.exit_code == 0 and "--fps is for image sequences" in result.output
+    assert probe(tmp_path / "o.mp4").fps == probe(src).fps

@@ -207,6 +207,9 @@ def run_job(job: Job, make_engine: EngineFactory, encode: EncodeOptions, *, over
             return result
         source = open_source(job.input, fps)
         result.fps = str(source.info.fps)
+        if fps is not None and source.info.kind == "video" and fps != source.info.fps:
+            reporter.message(f"warning: --fps is for image sequences; {job.input.name} keeps its own "
+                             f"{source.info.fps} fps")
         engine = make_engine(source, interrupt)
         result.frames = write_job(job, source, engine, encode, overwrite, reporter, interrupt)
         result.status = "done"
