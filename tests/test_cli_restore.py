@@ -282,3 +282,36 @@ def test_fps_on_a_video_keeps_its_rate_and_says_so(tmp_path):
     result = restore(str(src), "-o", str(tmp_path / "o.mp4"), "--engine", "classic", "--upscale", "1", "--fps", "30")
     assert result.exit_code == 0 and "--fps is for image sequences" in result.output
     assert probe(tmp_path / "o.mp4").fps == probe(src).fps
+
+
+@pytest.mark.parametrize("out_name, args, codec, audio", [
+    ("o.mkv", ["--codec", "libx265", "--crf", "30", "--preset", "ultrafast"], "hevc", True),
+    ("o.mov", ["--codec", "prores"], "prores", True),
+    ("o.mkv", ["--codec", "ffv1", "--no-audio"], "ffv1", False),
+    ("o.mp4", ["--pix-fmt", "yuv444p"], "h264", True),
+])
+def test_codec_options_through_the_cli(tmp_path, out_name, args, codec, audio):
+    src = make_av_mp4(tmp_path / "in.mp4", num_frames=3)
+    out = tmp_path / out_name
+    result = restore(str(src), "-o", str(out), "--engine", "classic", "--upscale", "1", "-q", *args)
+    assert result.exit_code == 0, result.output
+    info = probe(out)
+    assert info.codec == codec and info.num_frames == 3 and info.fps == probe(src).fps
+    assert any(s.type == "audio" for s in info.streams) == audio
+    if "--pix-fmt" in args:
+        assert info.pix_fmt == "yuv444p"
+
+
+def test_recursive_batch_mirrors_subfolders_and_image_sequences(tmp_path):
+    (tmp_path / "in" / "deep" / "er").mkdir(parents=True)
+    make_av_mp4(tmp_path / "in" / "top.mp4", num_frames=2)
+    make_av_mp4(tmp_path / "in" / "deep" / "er" / "low.mov", num_frames=2)
+    make_png_sequence(tmp_path / "in" / "deep" / "seq", num_frames=3, mode="RGB")
+    flat = restore(str(tmp_path / "in"), "-o", str(tmp_path / "flat"), "--engine", "classic", "--upscale", "1", "-q")
+    assert flat.exit_code == 0 and sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["top.mp4"]
+    result = restore(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--recursive", "--engine", "classic",
+                     "--upscale", "1", "-q")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    assert (out / "top.mp4").is_file() and (out / "deep" / "er" / "low.mov").is_file()
+    assert len(list((out / "deep" / "seq").glob("*.png"))) == 3
