@@ -43,13 +43,41 @@ def _redirect_output(log_path: str) -> None:
     os.close(fd)
 
 
+# Printed (to the run's log) on every call of the VAE encoder or the T5 text encoder.
+ENCODER_SPY_LINE = "[resume_child] encoder call: "
+
+
+def _spy_on_encoders() -> None:
+    """Log each VAE encode and T5 forward, so a test can tell whether a run encoded anything.
+
+    Patched on the classes, inside this forked child only; the calls themselves are unchanged.
+    """
+    from diffusers import AutoencoderKLCogVideoX
+    from transformers import T5EncoderModel
+
+    def spied(cls, method: str, label: str) -> None:
+        original = getattr(cls, method)
+
+        def call(*args, **kwargs):
+            sys.stderr.write(f"{ENCODER_SPY_LINE}{label}\n")
+            sys.stderr.flush()
+            return original(*args, **kwargs)
+
+        setattr(cls, method, call)
+
+    spied(AutoencoderKLCogVideoX, "encode", "vae.encode")
+    spied(T5EncoderModel, "forward", "text_encoder")
+
+
 def run_cli(argv: list[str], log_path: str, fault: str | None = None) -> None:
     """`vividvr *argv` with stdout and stderr going to `log_path`; exits with the command's code.
 
-    `fault="exit-before-commit"` makes the process die (os._exit(99), like a SIGKILL: no cleanup)
-    at the instant the finished output would be renamed into place.
+    Every VAE encode and T5 call is logged (`ENCODER_SPY_LINE`). `fault="exit-before-commit"`
+    makes the process die (os._exit(99), like a SIGKILL: no cleanup) at the instant the finished
+    output would be renamed into place.
     """
     _redirect_output(log_path)
+    _spy_on_encoders()
     if fault == "exit-before-commit":
         import vividcli.media.writer as writer
 

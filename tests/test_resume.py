@@ -11,8 +11,8 @@ forked from a warm server (`resume_child.py`) because imports alone take longer 
 All runs use OMP_NUM_THREADS=1 (the same numerics everywhere, and much faster on this loaded
 2-core machine than threads fighting over the cores).
 
-Two tests are strict xfails that document reported library bugs (see their reasons); when a bug
-is fixed its test XPASSes, which fails the run: then remove the marker.
+Every child logs its VAE-encoder and T5 calls (`resume_child.ENCODER_SPY_LINE`): a resumed run
+must make none (it loads each clip's cached conditioning), a run that recomputes must make them.
 """
 
 from __future__ import annotations
@@ -91,6 +91,11 @@ def state_step(cache: Path) -> int:
 
 def job_info(cache: Path) -> dict:
     return json.loads((the_job(cache) / "job.json").read_bytes())
+
+
+def encoder_calls(run: Child) -> int:
+    """How many VAE-encode and T5 calls this run made (logged by resume_child's spies)."""
+    return run.output().count(resume_child.ENCODER_SPY_LINE)
 
 
 def cache_cli(*args: str):
@@ -311,9 +316,12 @@ def test_sigkill_at_random_points_resumes_bit_identically(setup, tmp_path):
         assert final.wait() == 0, final.describe()
     elapsed = time.monotonic() - t0
     assert_same_as_reference(out, setup, f"killed after saved steps {killed_at}")
-    # Every run after a kill resumed from the state the kill left (at most the step in flight lost).
+    # Every run after a kill resumed from the state the kill left (at most the step in flight lost),
+    # with the cached conditioning: no VAE encode, no T5.
+    assert encoder_calls(runs[0]) > 0, "the encoder spies saw nothing; " + runs[0].describe()
     for run, step in zip(runs[1:], killed_at):
         assert f"resuming at step {step}/{STEPS}" in run.output(), f"expected a resume at step {step}; " + run.describe()
+        assert encoder_calls(run) == 0, "a resumed run encoded again; " + run.describe()
     debris = assert_only_hidden_debris(out.parent, out)
     info = job_info(cache)
     assert info["status"] == "done" and info["progress"] == {"step": STEPS, "steps": STEPS}, info
@@ -337,7 +345,31 @@ def test_truncated_state_is_detected_and_recomputed(setup, tmp_path):
     log = rerun.output()
     assert "'state'" in log and "truncated" in log and "recomputed" in log, rerun.describe()
     assert "resuming at step" not in log, rerun.describe()
+    assert encoder_calls(rerun) > 0, rerun.describe()  # no state: the initial noise needs the encode draws
     assert_same_as_reference(out, setup, "after a truncated state file")
+
+
+def test_corrupt_conditioning_is_detected_and_recomputed(setup, tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    run = setup.spawn(setup.args(out, cache), "conditioning-kill")
+    run.wait_for_step(cache, 0, out)
+    run.process.kill()
+    run.wait(60)
+    assert not out.exists()
+    step = state_step(cache)
+    entries = the_job(cache) / "entries"
+    record = json.loads((entries / "conditioning-clip0001.json").read_bytes())
+    data = entries / record["file"]
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one flipped bit, same size: only the hash can tell
+    data.write_bytes(bytes(raw))
+    rerun = setup.spawn(setup.args(out, cache), "conditioning-rerun")
+    assert rerun.wait() == 0, rerun.describe()
+    log = rerun.output()
+    assert "'conditioning-clip0001'" in log and "corrupt" in log and "recomputed" in log, rerun.describe()
+    assert f"resuming at step {step}/{STEPS}" in log, rerun.describe()  # the state is kept
+    assert encoder_calls(rerun) > 0, rerun.describe()  # every clip encoded again
+    assert_same_as_reference(out, setup, f"after a corrupt conditioning entry (killed after step {step})")
 
 
 def test_sigterm_and_sigint_stop_at_a_safe_point_and_resume(setup, tmp_path):
@@ -353,6 +385,7 @@ def test_sigterm_and_sigint_stop_at_a_safe_point_and_resume(setup, tmp_path):
         log = INTERRUPTED_LOGS[signal.Signals(signum).name] = run.output()
         if stopped_at:
             assert f"resuming at step {stopped_at}/{STEPS}" in log, run.describe()
+            assert encoder_calls(run) == 0, run.describe()
         stopped_at = state_step(cache)
         assert step <= stopped_at <= in_flight, run.describe()  # it stops after the step in flight
         assert RESUME_MESSAGE in log, run.describe()
@@ -365,10 +398,13 @@ def test_sigterm_and_sigint_stop_at_a_safe_point_and_resume(setup, tmp_path):
     final = setup.spawn(setup.args(out, cache, "--keep-cache"), "signals-final")
     assert final.wait() == 0, final.describe()
     assert f"resuming at step {stopped_at}/{STEPS}" in final.output(), final.describe()
+    assert encoder_calls(final) == 0, final.describe()
     assert_same_as_reference(out, setup, "after SIGTERM and SIGINT")
     assert job_info(cache)["status"] == "done"
-    entries = json.loads((the_job(cache) / "entries" / "state.json").read_bytes())
-    assert entries["meta"]["step"] == STEPS  # kept: --keep-cache
+    entries = the_job(cache) / "entries"
+    assert json.loads((entries / "state.json").read_bytes())["meta"]["step"] == STEPS  # kept: --keep-cache
+    kept = sorted(p.name for p in entries.glob("conditioning-clip*.json"))
+    assert kept == [f"conditioning-clip{i:04d}.json" for i in range(3)], kept
 
 
 def test_interrupted_run_prints_one_line_on_how_to_resume():
@@ -389,6 +425,7 @@ def test_crash_just_before_the_output_is_committed_loses_no_work(setup, tmp_path
     assert rerun.wait() == 0, rerun.describe()
     assert_same_as_reference(out, setup, "after a crash at the commit")
     assert f"resuming at step {STEPS}/{STEPS}" in rerun.output(), rerun.describe()
+    assert encoder_calls(rerun) == 0, rerun.describe()
 
 
 def test_cache_ls_and_clean_of_a_finished_job(setup, tmp_path):

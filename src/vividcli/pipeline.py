@@ -8,6 +8,11 @@ VAE-encode (posterior sample) and draw the initial noise; encode the per-tile pr
 clip tile by tile, merging overlapping latents after each step; then per clip decode, trim, and
 colour-fix against the upscaled input. Frames are read from the source twice (encode, colour fix),
 so only the frames of the clip in flight are ever held, never the whole video.
+
+Resuming: `restore_frames(..., resume=state, conditioning=conds)` continues from a saved
+`DenoiseState` with the clips' saved conditioning and skips the encode stage entirely (no frame
+reads, no VAE encode, no T5); `on_prepared` hears the conditioning and initial state when they are
+computed, so a caller can save them. Where anything is saved is the caller's business.
 """
 
 from __future__ import annotations
@@ -112,6 +117,50 @@ def prepare_clips(
     return PreparedClips(conditioning, DenoiseState(step=0, clips=states, generator_state=generator.get_state()))
 
 
+def conditioning_mismatch(
+    conditioning: Sequence[ClipConditioning], plan: RestorePlan, state: DenoiseState
+) -> str | None:
+    """Why `conditioning` cannot drive the denoising of `state` under `plan` (None: it fits)."""
+    if len(conditioning) != len(plan.clips) or len(state.clips) != len(plan.clips):
+        return f"{len(conditioning)} clips of conditioning and {len(state.clips)} of state for {len(plan.clips)} clips"
+    for i, (cond, clip) in enumerate(zip(conditioning, state.clips)):
+        if cond.control_latents.shape != clip.latents.shape:
+            return f"clip {i}: control latents {tuple(cond.control_latents.shape)}, latents {tuple(clip.latents.shape)}"
+        positive, negative = cond.prompt_embeds, cond.negative_prompt_embeds
+        if positive.ndim != 3 or positive.shape[0] != len(plan.tiles) or negative.shape != positive.shape:
+            return (f"clip {i}: prompt embeddings {tuple(positive.shape)} and {tuple(negative.shape)} "
+                    f"for {len(plan.tiles)} tiles")
+        if {cond.control_latents.dtype, positive.dtype, negative.dtype} != {clip.latents.dtype}:
+            return f"clip {i}: conditioning is not {clip.latents.dtype}"
+    return None
+
+
+def encode_and_start(
+    models: VividVRModels,
+    source: FrameSource,
+    plan: RestorePlan,
+    captions: Sequence[Sequence[str]],
+    generator: torch.Generator,
+    progress: Progress,
+    resume: DenoiseState | None,
+    on_prepared: Callable[[PreparedClips], None] | None,
+) -> tuple[list[ClipConditioning], DenoiseState]:
+    """Encode every clip (`on_prepared` hears it); start from `resume` if given, else from step 0."""
+    prepared = prepare_clips(models, source, plan, captions, generator, progress)
+    if on_prepared is not None:
+        on_prepared(prepared)
+    return prepared.conditioning, resume if resume is not None else prepared.initial
+
+
+def check_resumable(conditioning: Sequence[ClipConditioning], plan: RestorePlan, resume: DenoiseState | None) -> None:
+    """ValueError unless saved `conditioning` can continue the saved state `resume`."""
+    if resume is None:
+        raise ValueError("saved conditioning needs the saved denoising state (`resume`) that goes with it")
+    problem = conditioning_mismatch(conditioning, plan, resume)
+    if problem is not None:
+        raise ValueError(f"the conditioning does not fit this run: {problem}")
+
+
 def decode_clip(
     models: VividVRModels, source: FrameSource, plan: RestorePlan, clip: Clip, state: ClipState, color_fix: str
 ) -> Iterator[np.ndarray]:
@@ -134,21 +183,31 @@ def restore_frames(
     options: RestoreOptions,
     *,
     resume: DenoiseState | None = None,
+    conditioning: Sequence[ClipConditioning] | None = None,
+    on_prepared: Callable[[PreparedClips], None] | None = None,
     on_step: Callable[[DenoiseState], None] | None = None,
     progress: Progress | None = None,
 ) -> Iterator[np.ndarray]:
     """Restore `source`; yields the output frames in order (float32 [H, W, 3], not clipped after AdaIN).
 
     `captions[c][k]` is the caption of spatial tile k of temporal clip c. `resume` continues from a
-    saved denoising state; `on_step` receives the state after every step (for checkpointing).
-    `progress` hears the stages "encode" (clips), "denoise" (tile evaluations) and "decode" (frames).
+    saved denoising state. `conditioning` (only with `resume`) is every clip's conditioning as
+    `on_prepared` received it for this source, captions and options: the encode stage is skipped
+    (the generator is restored from `resume`, so the output is the same). Without it the clips are
+    encoded and `on_prepared(prepared)` hears the result. `on_step` receives the state after every
+    step (for checkpointing). `progress` hears the stages "encode" (clips; not when skipped),
+    "denoise" (tile evaluations) and "decode" (frames).
     """
     progress = progress or NullProgress()
     plan = plan_restoration(source.num_frames, source.height, source.width, options)
     captions = parse_captions(captions, len(plan.clips), len(plan.tiles))
     generator = torch.Generator(device=models.device).manual_seed(options.seed)
-    prepared = prepare_clips(models, source, plan, captions, generator, progress)
-    state = resume if resume is not None else prepared.initial
+    if conditioning is None:
+        conditioning, state = encode_and_start(models, source, plan, captions, generator, progress, resume,
+                                               on_prepared)
+    else:
+        check_resumable(conditioning, plan, resume)
+        state = resume
     progress.stage("denoise", (options.steps - state.step) * len(plan.clips) * len(plan.tiles))
     solver = GuidedDPMSolver(models.scheduler)
     settings = SamplerSettings(
@@ -156,10 +215,10 @@ def restore_frames(
         restoration_guidance=options.restoration_guidance, fidelity=options.fidelity,
     )
     state = sample_clips(
-        models.transformer, models.controlnet, solver, state, prepared.conditioning,
+        models.transformer, models.controlnet, solver, state, conditioning,
         plan.tiles, plan.merge, generator, settings, callback=on_step, on_tile=progress.advance,
     )
-    del prepared
+    del conditioning
     progress.stage("decode", source.num_frames)
     for clip, clip_state in zip(plan.clips, state.clips):
         for frame in decode_clip(models, source, plan, clip, clip_state, options.color_fix):

@@ -1,14 +1,17 @@
 """The Vivid-VR engine: the paper's restoration, resumable step by step through the job cache.
 
 Per input it plans the run, gathers captions, and streams `pipeline.restore_frames`. With a cache
-(the default for file inputs) every denoising step's state is saved atomically; re-running the same
-command with the same input, checkpoint and options resumes from the last saved step, and gives
-bit-identical output because the state includes the random generator.
+(the default for file inputs) each clip's conditioning (control latents, prompt embeddings) is saved
+once it is encoded, and the denoising state after encoding and after every step, atomically;
+re-running the same command with the same input, checkpoint and options resumes from the last saved
+step without encoding anything again, and gives bit-identical output because the state includes the
+random generator. Entries and what a resume skips: docs/cache.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,19 +22,31 @@ import torch
 
 from vividcli.cache.signals import GracefulInterrupt, Interrupted
 from vividcli.cache.store import (
-    JobCache, JobInfo, cache_root, checkpoint_identity, input_identity, job_key, load_state, save_state,
+    JobCache, JobInfo, cache_root, canonical_json, checkpoint_identity, input_identity, job_key, load_state,
+    save_state,
 )
 from vividcli.config import RestoreOptions
 from vividcli.engines.base import NullProgress, Progress
 from vividcli.media.reader import FrameSource
 from vividcli.models.loading import VividVRModels, load_models
-from vividcli.pipeline import RestorePlan, plan_restoration, restore_frames
-from vividcli.sampling.sampler import DenoiseState
+from vividcli.pipeline import PreparedClips, RestorePlan, conditioning_mismatch, plan_restoration, restore_frames
+from vividcli.sampling.sampler import ClipConditioning, DenoiseState
 from vividcli.stages.geometry import plan_geometry
 from vividcli.stages.caption import CaptionsFile, FixedCaptions, NoCaptions, generate_captions, make_captioner
 
 CACHE_FORMAT_VERSION = 1
+CONDITIONING_TENSORS = ("control_latents", "prompt_embeds", "negative_prompt_embeds")  # ClipConditioning's fields
 log = logging.getLogger(__name__)
+
+
+def conditioning_entry(clip_index: int) -> str:
+    """The cache entry of one clip's conditioning."""
+    return f"conditioning-clip{clip_index:04d}"
+
+
+def captions_digest(clip_captions: list[str]) -> str:
+    """Which captions a saved conditioning was encoded from (stored in its meta, checked on load)."""
+    return hashlib.sha256(canonical_json(list(clip_captions))).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,7 @@ class VividSettings:
 
 class VividEngine:
     name = "vivid"
+    resumable = True  # a stopped job resumes from its cache (the runner's Ctrl-C message says so)
 
     def __init__(self, settings: VividSettings, *, interrupt: GracefulInterrupt | None = None,
                  say: Callable[[str], None] = log.info, output_for: Callable[[FrameSource], str] = lambda s: ""):
@@ -144,8 +160,13 @@ class VividEngine:
                                  progress={"step": 0, "steps": steps}, format_version=CACHE_FORMAT_VERSION))
         resume = self._load_resume(cache, len(captions))
         on_step = self._checkpointer(cache, steps)
-        frames = restore_frames(self.models, source, captions, s.options, resume=resume, on_step=on_step,
-                                progress=progress)
+        # Resuming: the saved conditioning replaces the whole encode stage (no frame reads, VAE or T5).
+        # A missing, damaged or unfitting entry of any clip means encoding all of them again.
+        conditioning = self._load_conditioning(cache, source, captions, resume) if resume is not None else None
+        on_prepared = None if conditioning is not None else self._conditioning_saver(cache, captions, resume, on_step)
+        frames = restore_frames(self.models, source, captions, s.options, resume=resume, conditioning=conditioning,
+                                on_prepared=on_prepared, on_step=on_step, progress=progress)
+        del conditioning  # restore_frames lets go of it after denoising; so must we
         for frame in frames:
             yield np.clip(frame, 0, 1)
         cache.update_info(status="done")
@@ -164,6 +185,48 @@ class VividEngine:
             return None
         self.say(f"resuming at step {state.step}/{self.settings.options.steps}")
         return state
+
+    def _load_conditioning(self, cache: JobCache, source: FrameSource, captions: list[list[str]],
+                           resume: DenoiseState) -> list[ClipConditioning] | None:
+        """Every clip's saved conditioning, on the models' device; None unless all are there and fit."""
+        conditioning, device = [], self.models.device
+        for i, clip_captions in enumerate(captions):
+            name = conditioning_entry(i)
+            got = cache.get_tensors(name)  # verified: a damaged entry is reported, dropped and None
+            if got is None:
+                return None
+            tensors, meta = got
+            digest = captions_digest(clip_captions)
+            if set(tensors) != set(CONDITIONING_TENSORS) or meta.get("captions_sha256") != digest:
+                cache.discard(name, "not the conditioning of this clip")
+                return None
+            conditioning.append(ClipConditioning(*(tensors[k].to(device) for k in CONDITIONING_TENSORS)))
+        plan = plan_restoration(source.num_frames, source.height, source.width, self.settings.options)
+        problem = conditioning_mismatch(conditioning, plan, resume)
+        if problem is not None:
+            for i in range(len(captions)):
+                cache.discard(conditioning_entry(i), f"not the conditioning of this state ({problem})")
+            return None
+        return conditioning
+
+    def _conditioning_saver(self, cache: JobCache, captions: list[list[str]], resume: DenoiseState | None,
+                            on_step: Callable[[DenoiseState], None]) -> Callable[[PreparedClips], None]:
+        """Saves each clip's conditioning and then, for a fresh start, the initial state (step 0).
+
+        The state comes last, so a saved state always has its conditioning saved before it; a
+        resumed run whose conditioning had to be recomputed keeps its state.
+        """
+
+        def on_prepared(prepared: PreparedClips) -> None:
+            for i, (cond, clip_captions) in enumerate(zip(prepared.conditioning, captions)):
+                tensors = {k: getattr(cond, k).detach().to("cpu", copy=True) for k in CONDITIONING_TENSORS}
+                cache.put_tensors(conditioning_entry(i), tensors,
+                                  meta={"what": "clip-conditioning", "clip": i,
+                                        "captions_sha256": captions_digest(clip_captions)})
+            if resume is None:
+                on_step(prepared.initial)  # saved like any step; a stop asked for during encoding stops here
+
+        return on_prepared
 
     def _checkpointer(self, cache: JobCache, steps: int) -> Callable[[DenoiseState], None]:
         every = max(1, self.settings.checkpoint_every)
