@@ -28,7 +28,7 @@ What is timed, all in one process, models already built:
   (`--no-module-split` turns the hooks off);
 * after all timing: the FLOPs of one denoising step counted with `torch.utils.flop_counter`
   (`--no-flops` skips it), giving the achieved GFLOP/s of the loop for us and for each reference
-  run (same model and work, so the same count applies to both).
+  run (same model; the reference's count also runs each control projector on both CFG halves).
 
 Normalisation: a wall time multiplied by the matmul throughput measured around it is the work in
 "matmul-equivalent GFLOP", which cancels most of the shared host's speed swings. Each reference run
@@ -280,12 +280,31 @@ def timed_restore(models: VividVRModels, video: np.ndarray, options: RestoreOpti
     }
 
 
+def reference_cfg_evaluation(models: VividVRModels, latents, control, embeds, negative, timestep) -> torch.Tensor:
+    """The reference's CFG evaluation of a tile: control latents concatenated for both halves.
+
+    Only for counting the reference's FLOPs (each control projector runs on batch 2); the models'
+    full-batch path computes the same prediction as `predict_noise` up to rounding.
+    """
+    from vividcli.sampling.sampler import rotary_embedding
+
+    cfg = models.transformer.config
+    frames, _, height, width = latents.shape[1:]
+    rope = rotary_embedding(frames, height, width, cfg.patch_size, cfg.patch_size_t, cfg.attention_head_dim)
+    x, c, text = torch.cat([latents, latents]), torch.cat([control, control]), torch.cat([negative, embeds])
+    t = timestep.expand(1)
+    states = models.controlnet(x, text, c, t, image_rotary_emb=rope)
+    model_input = torch.cat([x, c], dim=2)
+    return models.transformer(model_input, text, t, control_hidden_states=states, image_rotary_emb=rope).sample
+
+
 def count_step_flops(models: VividVRModels, options: RestoreOptions, latent_shape: tuple[int, ...]) -> dict:
     """FLOPs of one denoising step of one tile (ControlNet + transformer, CFG batch), by FlopCounterMode.
 
     Counted on random inputs of the run's tile shape, after the timed region, with attention on the
     math backend so that its matmuls are counted. Counts matmuls, convolutions and attention
-    matmuls; softmax, norms and elementwise work are not counted.
+    matmuls; softmax, norms and elementwise work are not counted. Ours (`predict_noise`: each control
+    projector on batch 1) and the reference's (each projector on both identical CFG halves).
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
@@ -299,19 +318,24 @@ def count_step_flops(models: VividVRModels, options: RestoreOptions, latent_shap
     length = models.transformer.config.max_text_seq_length
     embeds, negative = torch.randn(2, 1, length, text_dim, generator=gen)
     settings = SamplerSettings(steps=options.steps, guidance=options.guidance, fidelity=options.fidelity)
-    counter = FlopCounterMode(display=False, depth=2)
+    counter, reference = FlopCounterMode(display=False, depth=2), FlopCounterMode(display=False, depth=2)
     # The math SDPA backend decomposes attention into counted matmuls (the CPU fused kernel is not counted).
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
-        predict_noise(models.transformer, models.controlnet, latents, control, embeds, negative,
-                      torch.tensor(999), settings)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        with counter:
+            predict_noise(models.transformer, models.controlnet, latents, control, embeds, negative,
+                          torch.tensor(999), settings)
+        with reference:
+            reference_cfg_evaluation(models, latents, control, embeds, negative, torch.tensor(999))
     by_module = counter.get_flop_counts()
     return {
         "per_step_gflop": round(counter.get_total_flops() / 1e9, 2),
+        "reference_per_step_gflop": round(reference.get_total_flops() / 1e9, 2),
         "by_module_gflop": {
             name: round(sum(ops.values()) / 1e9, 2) for name, ops in by_module.items()
             if name != "Global" and name.count(".") <= 1
         },
-        "note": "one CFG step of one tile (batch 2); matmul/conv/attention FLOPs only (torch FlopCounterMode)",
+        "note": "one CFG step of one tile (batch 2); matmul/conv/attention FLOPs only (torch FlopCounterMode); "
+                "reference_per_step_gflop: the same step with both control projectors on batch 2, as the reference",
     }
 
 
@@ -454,9 +478,11 @@ def main(argv: list[str] | None = None) -> int:
     })
     refs = reference_runs(timing, args.config)
     if flops is not None:
-        loop_gflop = flops["per_step_gflop"] * args.steps * run["tiles"] * run["clips"]
-        flops["loop_gflop"] = round(loop_gflop, 1)
-        for r in (ours, *refs):  # same model, same work: each run's achieved rate and its share of the probe
+        evaluations = args.steps * run["tiles"] * run["clips"]
+        flops["loop_gflop"] = round(flops["per_step_gflop"] * evaluations, 1)
+        flops["reference_loop_gflop"] = round(flops["reference_per_step_gflop"] * evaluations, 1)
+        # Same model, but the reference runs each control projector twice: each run with its own count.
+        for r, loop_gflop in ((ours, flops["loop_gflop"]), *((r, flops["reference_loop_gflop"]) for r in refs)):
             r["achieved_loop_gflops"] = round(loop_gflop / r["denoising_loop_wall_s"], 1)
             r["loop_efficiency_vs_matmul"] = round(loop_gflop / r["denoising_loop_matmul_gflop"]["with_mean_of_medians"], 3)
     result = {

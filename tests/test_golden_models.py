@@ -58,6 +58,35 @@ def test_case_a_controlnet_states_and_noise_prediction(case_a, fixture_models):
     assert rel_l2(without, case_a["noise_pred"]) > 0.3
 
 
+def test_control_latents_passed_apart_and_at_batch_one(case_a, fixture_models):
+    """The sampler's CFG path: control latents given separately, at batch 1, shared by the batch of 2.
+
+    Separately at full batch the transformer still reproduces golden case a; at batch 1 both models
+    match the same call with the control latents doubled (the reference's CFG input) up to rounding
+    (the projector's kernels may sum in another order at another batch size).
+    """
+    transformer, controlnet = fixture_models
+    rope = (case_a["rope_cos"], case_a["rope_sin"])
+    latents, text, t = case_a["latents"], case_a["prompt_embeds"], case_a["timestep"]
+    one = case_a["control_latents"][:1]
+    with torch.no_grad():
+        states = controlnet(latents, text, case_a["control_latents"], t, image_rotary_emb=rope)
+        apart = transformer(latents, text, t, control_hidden_states=states, image_rotary_emb=rope,
+                            control_latents=case_a["control_latents"]).sample
+        shared_states = controlnet(latents, text, one, t, image_rotary_emb=rope)
+        doubled_states = controlnet(latents, text, torch.cat([one, one]), t, image_rotary_emb=rope)
+        shared = transformer(latents, text, t, control_hidden_states=doubled_states, image_rotary_emb=rope,
+                             control_latents=one).sample
+        doubled = transformer(torch.cat([latents, torch.cat([one, one])], dim=2), text, t,
+                              control_hidden_states=doubled_states, image_rotary_emb=rope).sample
+        with pytest.raises(ValueError, match="control latents have batch 2; expected 1 or 3"):
+            controlnet(torch.cat([latents, latents[:1]]), torch.cat([text, text[:1]]), case_a["control_latents"], t)
+    assert rel_l2(apart, case_a["noise_pred"]) <= 1e-5
+    for a, b in zip(shared_states, doubled_states):
+        assert rel_l2(a, b) <= 1e-5
+    assert rel_l2(shared, doubled) <= 1e-5
+
+
 def test_fidelity_scales_controlnet_states(case_a, fixture_models):
     _, controlnet = fixture_models
     rope = (case_a["rope_cos"], case_a["rope_sin"])

@@ -1,8 +1,10 @@
 """Golden cases c-g end to end: the reference's restored frames, through the Python API and the CLI.
 
 Criterion (issue): PSNR >= 50 dB between our uint8-rounded frames and the golden frames (after
-colour fix) rounded to uint8. On the CI machine (same torch build, 2 threads) we are in fact
-bit-identical; the tolerance covers other CPUs.
+colour fix) rounded to uint8. We run the control feature projectors once per tile and step instead
+of on both identical CFG halves, which sums some convolutions in another order (~2e-6 per value)
+and CFG amplifies it over the steps: measured 56.6-77.8 dB on the CI machine (uint8 max 1-3 levels;
+the module forwards of case a are still bit-identical).
 """
 
 from __future__ import annotations

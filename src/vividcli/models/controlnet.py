@@ -138,7 +138,10 @@ class VividVRControlNetModel(ModelMixin, ConfigMixin):
         ofs: torch.Tensor | None = None,
         attention_kwargs: dict[str, Any] | None = None,
     ) -> list[torch.Tensor]:
-        """Noisy latents and control latents [B, F, C, H, W] -> video-token states [B, N, D] per block."""
+        """Noisy latents [B, F, C, H, W] and control latents -> video-token states [B, N, D] per block.
+
+        The control latents have batch B, or batch 1 to be projected once and shared by the batch.
+        """
         # 1. Time embedding
         emb = embed_timestep(self, timestep, hidden_states.dtype, timestep_cond, ofs)
 

@@ -9,7 +9,9 @@ official `Vivid-VR/*.pt` files:
 * `connectors`: one dual-branch connector after each DiT block, feeding ControlNet state
   `i // ceil(num_layers / num_states)` into the video tokens.
 
-The model input has 2x16 channels: noisy latents, then control latents (the pipeline concatenates).
+The model input has 2x16 channels: noisy latents, then control latents. Alternatively the noisy
+latents come alone and `control_latents=` separately, possibly with batch 1 for a CFG batch of 2
+(the control feature projector then runs once instead of on two identical halves).
 """
 
 from __future__ import annotations
@@ -60,17 +62,22 @@ class VividVRTransformer3DModel(CogVideoXTransformer3DModel):
         ofs: torch.Tensor | None = None,
         attention_kwargs: dict[str, Any] | None = None,
         return_dict: bool = True,
+        *,
+        control_latents: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor] | Transformer2DModelOutput:
         """Noise prediction for [noisy | control] latents [B, F, 2C, H, W] -> [B, F, C, H, W].
 
-        `control_hidden_states` are the ControlNet's per-block video-token states; `None` skips the
-        connectors (the control projector and control patch embed still apply).
+        With `control_latents` ([B or 1, F, C, H, W]) given, `hidden_states` holds the noisy latents
+        alone. `control_hidden_states` are the ControlNet's per-block video-token states; `None` skips
+        the connectors (the control projector and control patch embed still apply).
         """
-        frames, _, height, width = hidden_states.shape[1:]
-        latents, control_latents = hidden_states.chunk(2, dim=2)
+        latents = hidden_states
+        if control_latents is None:
+            latents, control_latents = hidden_states.chunk(2, dim=2)
+        frames, _, height, width = latents.shape[1:]
 
         # 1. Time embedding
-        emb = embed_timestep(self, timestep, hidden_states.dtype, timestep_cond, ofs)
+        emb = embed_timestep(self, timestep, latents.dtype, timestep_cond, ofs)
 
         # 2. Patch embedding with the control branch added
         tokens = embed_tokens(self, encoder_hidden_states, latents, control_latents, emb)

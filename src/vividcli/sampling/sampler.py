@@ -88,6 +88,12 @@ def rotary_embedding(
     )
 
 
+@lru_cache(maxsize=32)
+def device_rotary_embedding(device: torch.device, *shape: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rotary_embedding(*shape)` on `device`, copied there once rather than for every tile and step."""
+    return tuple(table.to(device) for table in rotary_embedding(*shape))
+
+
 def guidance_scale(settings: SamplerSettings, timestep: torch.Tensor) -> float:
     if not settings.dynamic_cfg:
         return settings.guidance
@@ -99,18 +105,22 @@ def guidance_scale(settings: SamplerSettings, timestep: torch.Tensor) -> float:
 def predict_noise(
     transformer, controlnet, latents, control_latents, embeds, negative_embeds, timestep, settings: SamplerSettings
 ) -> torch.Tensor:
-    """One ControlNet + transformer evaluation of a tile, with classifier-free guidance."""
+    """One ControlNet + transformer evaluation of a tile, with classifier-free guidance.
+
+    The control latents and the timestep are the same for both CFG halves, so they stay at batch 1:
+    each model runs its control feature projector once and broadcasts the result to the CFG batch.
+    """
     cfg = transformer.config
-    rope = rotary_embedding(latents.shape[1], latents.shape[3], latents.shape[4], cfg.patch_size, cfg.patch_size_t, cfg.attention_head_dim)
-    rope = tuple(r.to(latents.device) for r in rope)
+    frames, _, height, width = latents.shape[1:]
+    shape = (frames, height, width, cfg.patch_size, cfg.patch_size_t, cfg.attention_head_dim)
+    rope = device_rotary_embedding(latents.device, *shape)
     use_cfg = settings.guidance > 1.0
     x = torch.cat([latents, latents]) if use_cfg else latents
-    control = torch.cat([control_latents, control_latents]) if use_cfg else control_latents
     text = torch.cat([negative_embeds, embeds]) if use_cfg else embeds
     t = timestep.expand(latents.shape[0])
-    states = controlnet(x, text, control, t, image_rotary_emb=rope, conditioning_scale=settings.fidelity)
+    states = controlnet(x, text, control_latents, t, image_rotary_emb=rope, conditioning_scale=settings.fidelity)
     noise = transformer(
-        torch.cat([x, control], dim=2), text, t, control_hidden_states=states, image_rotary_emb=rope
+        x, text, t, control_hidden_states=states, image_rotary_emb=rope, control_latents=control_latents
     ).sample.float()
     if not use_cfg:
         return noise
