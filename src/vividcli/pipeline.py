@@ -135,23 +135,6 @@ def conditioning_mismatch(
     return None
 
 
-def encode_and_start(
-    models: VividVRModels,
-    source: FrameSource,
-    plan: RestorePlan,
-    captions: Sequence[Sequence[str]],
-    generator: torch.Generator,
-    progress: Progress,
-    resume: DenoiseState | None,
-    on_prepared: Callable[[PreparedClips], None] | None,
-) -> tuple[list[ClipConditioning], DenoiseState]:
-    """Encode every clip (`on_prepared` hears it); start from `resume` if given, else from step 0."""
-    prepared = prepare_clips(models, source, plan, captions, generator, progress)
-    if on_prepared is not None:
-        on_prepared(prepared)
-    return prepared.conditioning, resume if resume is not None else prepared.initial
-
-
 def check_resumable(conditioning: Sequence[ClipConditioning], plan: RestorePlan, resume: DenoiseState | None) -> None:
     """ValueError unless saved `conditioning` can continue the saved state `resume`."""
     if resume is None:
@@ -203,8 +186,11 @@ def restore_frames(
     captions = parse_captions(captions, len(plan.clips), len(plan.tiles))
     generator = torch.Generator(device=models.device).manual_seed(options.seed)
     if conditioning is None:
-        conditioning, state = encode_and_start(models, source, plan, captions, generator, progress, resume,
-                                               on_prepared)
+        prepared = prepare_clips(models, source, plan, captions, generator, progress)
+        if on_prepared is not None:
+            on_prepared(prepared)
+        conditioning, state = prepared.conditioning, resume if resume is not None else prepared.initial
+        del prepared
     else:
         check_resumable(conditioning, plan, resume)
         state = resume
