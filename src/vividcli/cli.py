@@ -32,10 +32,12 @@ def fail(message: str, code: int, debug: bool = False) -> None:
 
 def show_debug_log(debug: bool) -> None:
     """With --debug, vividcli's debug records (tracebacks of failed inputs among them) go to stderr."""
-    if debug:
-        logger = logging.getLogger("vividcli")
+    logger = logging.getLogger("vividcli")
+    if debug and not any(getattr(h, "vividvr_debug", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.vividvr_debug = True  # one handler however often the CLI runs in a process (tests)
         logger.setLevel(logging.DEBUG)
-        logger.addHandler(logging.StreamHandler(sys.stderr))
+        logger.addHandler(handler)
 
 
 def version_callback(value: bool) -> None:

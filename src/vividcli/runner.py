@@ -23,7 +23,7 @@ from vividcli.engines.base import Engine, checked_restore
 from vividcli.errors import MediaError, UsageError, VividError
 from vividcli.media.probe import list_images
 from vividcli.media.reader import FrameSource, open_source
-from vividcli.media.writer import VIDEO_EXTENSIONS, open_writer
+from vividcli.media.writer import VIDEO_EXTENSIONS, open_writer, same_file
 
 log = logging.getLogger(__name__)
 
@@ -137,16 +137,6 @@ def remove_stale_partials(target: Path) -> None:
         match = pattern.match(leftover.name)
         if match and not pid_alive(int(match.group(1))):
             shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """The same path, or two names of one file (a hard link)."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist yet
-        return False
 
 
 def pid_alive(pid: int) -> bool:

@@ -216,6 +216,11 @@ class TiledUpscaler:
         return out.div_(weight)
 
 
+def _check_scale(scale: float | None) -> None:
+    if scale is not None and not scale > 0:
+        raise UsageError(f"scale must be positive, not {scale}")
+
+
 class RealESRGANEngine:
     """Frame-by-frame super-resolution with a spandrel-loadable model (`--engine realesrgan --sr-model PATH`).
 
@@ -234,8 +239,7 @@ class RealESRGANEngine:
     def __init__(self, model_path: str | os.PathLike[str], scale: float | None = None, tile: int = DEFAULT_TILE,
                  device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
                  overlap: int = DEFAULT_OVERLAP):
-        if scale is not None and not scale > 0:
-            raise UsageError(f"scale must be positive, not {scale}")
+        _check_scale(scale)
         self.model_path = Path(model_path)
         self.descriptor = load_sr_model(self.model_path)
         dev, dt = resolve_device_dtype(self.descriptor, device, dtype)
@@ -244,9 +248,8 @@ class RealESRGANEngine:
         self.scale = float(scale) if scale is not None else float(self.model_scale)
 
     def with_scale(self, scale: float | None) -> "RealESRGANEngine":
-        """The same loaded model with another output scale (a batch loads the model once)."""
-        if scale is not None and not scale > 0:
-            raise UsageError(f"scale must be positive, not {scale}")
+        """The same loaded model with another output scale (None: the model's; a batch loads the model once)."""
+        _check_scale(scale)
         engine = copy.copy(self)
         engine.scale = float(scale) if scale is not None else float(self.model_scale)
         return engine

@@ -32,7 +32,7 @@ from av.video.reformatter import Interpolation
 from vividcli.errors import MediaError, UsageError
 from vividcli.media.probe import VideoInfo, is_hd
 
-__all__ = ["VideoWriter", "ImageSequenceWriter", "open_writer", "quantize", "VIDEO_EXTENSIONS",
+__all__ = ["VideoWriter", "ImageSequenceWriter", "open_writer", "quantize", "same_file", "VIDEO_EXTENSIONS",
            "CODECS"]
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def _partial_path(target: Path, suffix: str = "") -> Path:
 def _check_target(target: Path, source: VideoInfo | None, overwrite: bool, want_dir: bool) -> None:
     if not target.parent.is_dir():
         raise MediaError(f"output folder does not exist: {target.parent} (create it first)")
-    if source is not None and _same_path(target, source.path):
+    if source is not None and same_file(target, source.path):
         raise MediaError(f"output {target} is the input itself; choose another output path")
     if target.exists():
         if not overwrite:
@@ -139,7 +139,8 @@ def _check_target(target: Path, source: VideoInfo | None, overwrite: bool, want_
                              f"{'folder' if want_dir else 'file'} (remove it first)")
 
 
-def _same_path(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """The same file under two names (another spelling or a hard link), or the same path not yet written."""
     if a.exists() and b.exists():
         return os.path.samefile(a, b)  # also catches hard links and different spellings
     return a.resolve() == b.resolve()
