@@ -67,8 +67,11 @@ class Layout:
 
     def __post_init__(self) -> None:
         n = len(self.labels)
-        self.cols = math.ceil(math.sqrt(n)) if self.kind == "grid" else n if self.kind == "side" else 1
-        self.rows = math.ceil(n / self.cols)
+        if self.kind in ("split", "slider"):  # one frame shared by all inputs
+            self.cols = self.rows = 1
+        else:
+            self.cols = math.ceil(math.sqrt(n)) if self.kind == "grid" else n
+            self.rows = math.ceil(n / self.cols)
         self.width = self.cols * self.panel_w + (self.cols - 1) * GAP
         self.height = self.rows * self.panel_h + (self.rows - 1) * GAP
         self.sprites = [label_sprite(text, self.panel_h) for text in self.labels]
