@@ -32,28 +32,17 @@ from diffusers import CogVideoXDPMScheduler
 from vividcli.models.controlnet import VividVRControlNetModel
 from vividcli.models.projector import PROJECTOR_WIDTH
 from vividcli.models.transformer import VividVRTransformer3DModel
+from vividcli.planning.clips import frame_padding
+from vividcli.planning.geometry import latent_shape, plan_geometry
+from vividcli.planning.tiles import plan_tiles
 from vividcli.sampling.sampler import ClipConditioning, ClipState, DenoiseState, SamplerSettings, sample_clips
 from vividcli.sampling.scheduler import GuidedDPMSolver
-from vividcli.sampling.temporal import frame_padding
-from vividcli.sampling.tiling import plan_tiles
-from vividcli.stages.geometry import latent_shape, plan_geometry
+from vividcli.testing.configs import COGVIDEOX_TRANSFORMER, SCHEDULER_CONFIG, cogvideox_transformer_config, model_kwargs
 
-# CogVideoX1.5-5B transformer/config.json (zai-org/CogVideoX1.5-5B); defaults of the stock class otherwise.
-FULL_CONFIG = dict(
-    num_attention_heads=48, attention_head_dim=64, in_channels=16, out_channels=16, text_embed_dim=4096,
-    time_embed_dim=512, num_layers=42, patch_size=2, patch_size_t=2, patch_bias=False, sample_frames=81,
-    sample_height=300, sample_width=300, max_text_seq_length=226, use_rotary_positional_embeddings=True,
-    use_learned_positional_embeddings=False,
-)
+FULL_CONFIG = model_kwargs(COGVIDEOX_TRANSFORMER)
 # Same code path, seconds on CPU: hidden 96 (divisible by the connectors' 48 heads), 2 layers.
-TINY_CONFIG = {**FULL_CONFIG, "num_attention_heads": 3, "attention_head_dim": 32, "text_embed_dim": 32,
-               "time_embed_dim": 32, "num_layers": 2}
-# CogVideoX1.5-5B scheduler/scheduler_config.json.
-SCHEDULER_CONFIG = dict(
-    beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085, clip_sample=False, num_train_timesteps=1000,
-    prediction_type="v_prediction", rescale_betas_zero_snr=True, set_alpha_to_one=True, snr_shift_scale=1.0,
-    steps_offset=0, timestep_spacing="trailing",
-)
+TINY_CONFIG = model_kwargs(cogvideox_transformer_config(num_attention_heads=3, attention_head_dim=32, text_embed_dim=32,
+                                                       time_embed_dim=32, num_layers=2))
 # Dense bf16 tensor-core peaks (vendor data sheets, TFLOP/s); longest matching name first.
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H200": 989.4, "H100": 989.4, "H20": 148.0, "A100": 312.0, "L40S": 362.0}
 CONNECTOR_MLP_WIDTH = 512
@@ -164,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
         sys.exit(f"{args.height}x{args.width} with tile {args.tile} gives {len(tiles)} tiles; this benchmark wants one")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    solver = GuidedDPMSolver(CogVideoXDPMScheduler.from_config(SCHEDULER_CONFIG))
+    solver = GuidedDPMSolver(CogVideoXDPMScheduler.from_config(model_kwargs(SCHEDULER_CONFIG)))
     step_s, finite = timed_steps(models, solver, tiles, state, conditioning, generator, args.warmup + args.steps, device)
     return report(args, models, state, device, step_s, finite, build_s)
 

@@ -268,12 +268,12 @@ class IdentityEngine:
 def run_ours(src: Path, dst: Path, engine_name: str) -> int:
     from vividcli.engines.classic import ClassicEngine
     from vividcli.media.reader import open_source
+    from vividcli.planning.geometry import upscale_factor
     from vividcli.progress import QuietReporter
     from vividcli.runner import EncodeOptions, Job, write_job
-    from vividcli.stages.geometry import upscale_factor
 
     source = open_source(src)
-    if engine_name == "classic":  # what restore_command.engine_factory builds for --upscale 1
+    if engine_name == "classic":  # what engines.build.engine_factory builds for --upscale 1
         engine = ClassicEngine(scale=upscale_factor(source.height, source.width, 1.0))
     else:
         engine = IdentityEngine()
@@ -284,7 +284,7 @@ def run_plain(src: Path, dst: Path) -> int:
     """Plain PyAV: decode -> rgb24 ndarray -> libx264 (writer defaults: crf 18, medium, yuv420p)."""
     import av
 
-    from vividcli.media.writer import CODECS
+    from vividcli.media.codecs import CODECS
 
     spec = CODECS["libx264"]
     n = 0
@@ -309,7 +309,7 @@ def measure_throughput(src: Path, workdir: Path, repeats: int) -> dict:
     # import before timing, so the first variant does not pay for them
     import vividcli.engines.classic  # noqa: F401
     import vividcli.runner  # noqa: F401
-    import vividcli.stages.geometry  # noqa: F401
+    import vividcli.stages.resize  # noqa: F401
 
     variants = {"plain": lambda d: run_plain(src, d), "identity": lambda d: run_ours(src, d, "identity"),
                 "classic": lambda d: run_ours(src, d, "classic")}
@@ -416,7 +416,7 @@ def main() -> None:
         trace_child(*args.trace_child, every=args.trace_every, use_tracemalloc=args.tracemalloc)
         return
 
-    import torch  # the CLI imports it too (vividcli.stages.geometry); pin its pool the same way
+    import torch  # the CLI imports it too (vividcli.stages.resize); pin its pool the same way
 
     torch.set_num_threads(args.threads)
     height = args.height

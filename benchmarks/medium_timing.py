@@ -58,13 +58,8 @@ import vividcli.pipeline as pipeline
 from vividcli.config import RestoreOptions
 from vividcli.media.reader import ArraySource
 from vividcli.models.controlnet import VividVRControlNetModel
-from vividcli.models.loading import (
-    CheckpointLayout,
-    VividVRModels,
-    load_scheduler,
-    load_text_encoder,
-    load_tokenizer,
-)
+from vividcli.models.layout import CheckpointLayout
+from vividcli.models.loading import VividVRModels, load_scheduler, load_text_encoder, load_tokenizer
 from vividcli.models.transformer import VividVRTransformer3DModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -380,7 +375,8 @@ def reference_runs(timing: dict, config_name: str) -> list[dict]:
 def ratios(ours: dict, refs: list[dict]) -> dict:
     """ours / reference for raw and normalised (mean-of-medians) figures, vs the best and the median run."""
     out = {}
-    for key, norm_key in (("denoising_loop_wall_s", "denoising_loop_matmul_gflop"), ("whole_call_wall_s", "whole_call_matmul_gflop")):
+    for key, norm_key in (("denoising_loop_wall_s", "denoising_loop_matmul_gflop"),
+                          ("whole_call_wall_s", "whole_call_matmul_gflop")):
         raw = [r[key] for r in refs]
         norm = [r[norm_key]["with_mean_of_medians"] for r in refs]
         ours_norm = ours[norm_key]["with_mean_of_medians"]

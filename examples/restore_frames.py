@@ -4,7 +4,7 @@
 
 Without the real weights, try it on a tiny random checkpoint (the output is noise, the plumbing real):
 
-    python -m vividcli.models.factory /tmp/tiny-ckpts
+    python -m vividcli.testing.checkpoints /tmp/tiny-ckpts
     python examples/restore_frames.py in.mp4 out_frames/ --ckpt-dir /tmp/tiny-ckpts --upscale 1 --tile-size 4 --steps 2
 """
 

@@ -38,7 +38,7 @@ def reference_ckpt_dir(reference_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ckpt_dir(tmp_path_factory) -> Path:
     """A tiny random checkpoint in the official layout, written once per test session."""
-    from vividcli.models.factory import ensure_tiny_checkpoint
+    from vividcli.testing.checkpoints import ensure_tiny_checkpoint
 
     return ensure_tiny_checkpoint(tmp_path_factory.getbasetemp() / "tiny-ckpts")
 

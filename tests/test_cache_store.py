@@ -16,9 +16,18 @@ import pytest
 import torch
 
 from vividcli.cache import store
-from vividcli.cache.store import (JobCache, JobInfo, JobLock, cache_root, checkpoint_identity,
-                                  clean, disk_usage, input_identity, job_key, list_jobs,
-                                  load_state, probe_lock, save_state)
+from vividcli.cache.housekeeping import clean, disk_usage, list_jobs
+from vividcli.cache.lock import JobLock, probe_lock
+from vividcli.cache.store import (
+    JobCache,
+    JobInfo,
+    cache_root,
+    checkpoint_identity,
+    input_identity,
+    job_key,
+    load_state,
+    save_state,
+)
 from vividcli.errors import UsageError, VividError
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="needs flock, fork and SIGKILL")
@@ -307,7 +316,7 @@ def test_state_survives_sigkill_in_save_loop(cache: JobCache) -> None:
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from vividcli.cache.store import JobLock
+    from vividcli.cache.lock import JobLock
     with JobLock(Path(sys.argv[1])):
         print("locked", flush=True)
         time.sleep(60)
@@ -315,7 +324,7 @@ HOLDER = textwrap.dedent("""
 TRY = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from vividcli.cache.store import JobLock
+    from vividcli.cache.lock import JobLock
     from vividcli.errors import VividError
     try:
         JobLock(Path(sys.argv[1]), wait_s=0.2).acquire()

@@ -16,24 +16,20 @@ from hypothesis import strategies as st
 from vividcli.config import RestoreOptions
 from vividcli.errors import UsageError, VividError
 from vividcli.media.reader import ArraySource
-from vividcli.pipeline import plan_restoration
-from vividcli.stages import caption as cap
+from vividcli.planning.captions import caption_regions
+from vividcli.planning.plan import plan_restoration
+from vividcli.stages import captioners as cap
 from vividcli.stages.caption import (
-    CAPTION_PROMPT,
     CaptionsFile,
-    CogVLM2Captioner,
     FixedCaptions,
     NoCaptions,
-    TransformersCaptioner,
     caption_plan,
     generate_captions,
-    make_captioner,
-    plan_regions,
-    plan_tile_size,
     sample_frame_indices,
-    write_captions_file,
 )
-from vividcli.stages.prompts import POSITIVE_SUFFIX, build_prompts, load_captions_file
+from vividcli.stages.caption_file import load_captions_file, write_captions_file
+from vividcli.stages.captioners import CAPTION_PROMPT, CogVLM2Captioner, TransformersCaptioner, make_captioner
+from vividcli.stages.prompts import POSITIVE_SUFFIX, build_prompts
 
 # --------------------------------------------------------------------------- frame sampling
 
@@ -134,7 +130,7 @@ def test_caption_plan_per_clip_per_tile_row_major() -> None:
     assert len(plan.clips) == 3 and len(plan.tiles) == 8  # 2 rows x 4 columns of latent tiles
     source = CountingSource(coded_frames(30, 48, 80))
     captions = caption_plan(plan, source, CodedCaptioner(), 24.0)
-    regions = plan_regions(plan, options.tile_size)
+    regions = caption_regions(plan)
     assert [(r.h0, r.w0) for r in regions] == sorted((r.h0, r.w0) for r in regions)  # row-major
     expected = [
         [f"{r.h0},{r.w0},{r.h1 - r.h0},{r.w1 - r.w0}|{clip.start}..{clip.stop - 1}|{clip.padded_frames}"
@@ -147,11 +143,13 @@ def test_caption_plan_per_clip_per_tile_row_major() -> None:
     assert source.reads == [(clip.start, clip.stop) for clip in plan.clips]
 
 
-def test_plan_tile_size_is_recovered() -> None:
+def test_plan_knows_its_tile_size() -> None:
+    """The plan records its tile size, so caption regions need nothing else: one region per latent tile."""
     for tile_size, size in [(4, (48, 80)), (4, (32, 32)), (6, (64, 104)), (8, (48, 48)), (2, (16, 48))]:
         plan, _ = multi_plan(num_frames=9, height=size[0], width=size[1], tile_size=tile_size)
-        recovered = plan_tile_size(plan)
-        assert plan_regions(plan, recovered) == plan_regions(plan, tile_size)
+        assert plan.tile_size == tile_size
+        regions = caption_regions(plan)
+        assert len(regions) == len(plan.tiles)
 
 
 def test_progress_and_type_check() -> None:
@@ -199,7 +197,7 @@ def test_caption_inputs_match_reference(reference_dir: Path, case: str) -> None:
     if args["upscale"] != 1.0:
         video = F.interpolate(video, scale_factor=args["upscale"], mode="bicubic").clip(0, 1)
     gen = tuple(golden["gen_height_width"])
-    regions = plan_regions(plan, args["tile_size"])
+    regions = caption_regions(plan)
     k = 0
     for clip in plan.clips:
         clip_video = video[clip.start : clip.stop]
@@ -350,7 +348,7 @@ def test_transformers_captioner_images_path(tiny_vlm_dir: Path) -> None:
     first = spy.calls[0]
     assert "Please describe this video in detail." in first["text"][0]
     assert first["text"][0].count("<image>") == 3 and len(first["images"]) == 3
-    regions = plan_regions(plan)
+    regions = caption_regions(plan)
     r = regions[0]
     for image, index in zip(first["images"], [0, 8, 16]):
         expected = np.round(np.clip(frames[index][r.h0 : r.h1, r.w0 : r.w1], 0, 1) * 255).astype(np.uint8)

@@ -6,14 +6,15 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from media_factory import make_av_mp4
 
-from vividcli.engines.base import Engine, NullProgress, Progress, checked_restore
+from vividcli.engines.base import Engine, checked_restore
 from vividcli.engines.classic import ClassicEngine
 from vividcli.errors import UsageError
 from vividcli.media.probe import probe
 from vividcli.media.reader import ArraySource, open_source
 from vividcli.media.writer import VideoWriter
+from vividcli.progress import NullProgress, Progress
+from vividcli.testing.media import make_av_mp4
 
 
 def noisy_static(n: int = 8, h: int = 17, w: int = 33, sigma: float = 0.02) -> list[np.ndarray]:

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from media_factory import make_av_mp4, make_ntsc, make_odd, make_png_sequence, make_text, truncate
 from vividcli.cli import app
-from vividcli.media.probe import probe
 from vividcli.errors import UsageError
+from vividcli.media.probe import probe
 from vividcli.runner import plan_jobs
+from vividcli.testing.media import make_av_mp4, make_ntsc, make_odd, make_png_sequence, make_text, truncate
 
 runner = CliRunner()
 

@@ -11,11 +11,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from extras import import_or_skip
-from media_factory import make_av_mp4
 from test_realesrgan_engine import official_rrdbnet_state, save_official
 from test_textfix import text_frame
 from vividcli.cli import app
 from vividcli.media.probe import probe
+from vividcli.testing.media import make_av_mp4
 
 REASON = "needs the textfix extra (spandrel, easyocr, torchvision): docs/textfix.md"
 

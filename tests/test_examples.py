@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from media_factory import make_av_mp4, make_text
+from vividcli.testing.media import make_av_mp4, make_text
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -14,20 +14,17 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from vividcli.errors import UsageError
-from vividcli.sampling.temporal import padded_frame_count
-from vividcli.stages.geometry import (
-    caption_video,
+from vividcli.planning.clips import frame_padding
+from vividcli.planning.geometry import (
     gen_length,
     latent_padding_frames,
     latent_shape,
     plan_geometry,
-    resize_decoded,
     scaled_size,
     upscale_factor,
-    upscale_video,
-    vae_input,
     vae_length,
 )
+from vividcli.stages.resize import caption_video, resize_decoded, upscale_video, vae_input
 
 CASES = [
     "case_c_whole_video",
@@ -60,7 +57,7 @@ def test_sizes_match_golden(reference_dir: Path, case: str) -> None:
     assert list(geometry.vae_size) == golden["vae_input"][0]["shape"][-2:]
     assert list(geometry.latent_size) == golden["latent_shape_BTCHW"][-2:]
     clip_frames = min(frames, args["num_temporal_process_frames"])
-    assert list(latent_shape(padded_frame_count(clip_frames), geometry)) == golden["latent_shape_BTCHW"]
+    assert list(latent_shape(clip_frames + frame_padding(clip_frames), geometry)) == golden["latent_shape_BTCHW"]
 
 
 def test_case_c_tensors_bit_exact(reference_dir: Path) -> None:
@@ -165,7 +162,7 @@ def test_latent_padding() -> None:
     with pytest.raises(ValueError):
         latent_padding_frames(5, patch_size_t=3)
     geometry = plan_geometry(32, 48, 1.0, 4)
-    assert latent_shape(padded_frame_count(14), geometry) == (1, 6, 16, 4, 6)
+    assert latent_shape(14 + frame_padding(14), geometry) == (1, 6, 16, 4, 6)
     assert latent_shape(33, geometry) == (1, 10, 16, 4, 6)
 
 
@@ -180,7 +177,7 @@ def test_caption_and_output_resizes() -> None:
 @given(height=st.integers(8, 1100), width=st.integers(8, 1100), tile=st.sampled_from([4, 8, 64, 128]))
 def test_every_size_gives_patchable_tiles(height: int, width: int, tile: int) -> None:
     """No input size is refused at --upscale 1: every latent tile has even sides."""
-    from vividcli.sampling.tiling import check_tiles_patchable, plan_tiles
+    from vividcli.planning.tiles import check_tiles_patchable, plan_tiles
 
     geometry = plan_geometry(height, width, 1.0, tile)
     check_tiles_patchable(plan_tiles(*geometry.latent_size, tile, tile // 2))

@@ -7,7 +7,8 @@ import torch
 from diffusers import CogVideoXDPMScheduler
 from safetensors.torch import load_file
 
-from vividcli.models.loading import CheckpointLayout, load_controlnet, load_transformer
+from vividcli.models.layout import CheckpointLayout
+from vividcli.models.loading import load_controlnet, load_transformer
 from vividcli.sampling.sampler import rotary_embedding
 from vividcli.sampling.scheduler import GuidedDPMSolver
 

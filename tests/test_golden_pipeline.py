@@ -23,7 +23,8 @@ from vividcli.cli import app
 from vividcli.config import RestoreOptions
 from vividcli.media.reader import ArraySource
 from vividcli.models.loading import load_models
-from vividcli.pipeline import plan_restoration, restore_frames
+from vividcli.pipeline import restore_frames
+from vividcli.planning.plan import plan_restoration
 
 CASES = [
     "case_c_whole_video",

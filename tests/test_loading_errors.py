@@ -14,14 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vividcli.errors import CheckpointError
-from vividcli.models.factory import ensure_tiny_checkpoint
-from vividcli.models.loading import (
-    TRANSFORMER_ADDITIONS,
-    CheckpointLayout,
-    load_models,
-    read_tensor_file,
-    read_weights_folder,
-)
+from vividcli.models.layout import TRANSFORMER_ADDITIONS, CheckpointLayout
+from vividcli.models.loading import load_models, read_tensor_file, read_weights_folder
+from vividcli.testing.checkpoints import ensure_tiny_checkpoint
 
 COG, VIV = "CogVideoX1.5-5B", "Vivid-VR"
 SHARD_1 = f"{COG}/transformer/diffusion_pytorch_model-00001-of-00002.safetensors"

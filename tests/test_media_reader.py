@@ -7,12 +7,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from media_factory import CREATION_TIME, TITLE, Media, pattern
 from PIL import Image
 
 from vividcli.errors import MediaError
 from vividcli.media.probe import natural_key, probe
 from vividcli.media.reader import ArraySource, open_source
+from vividcli.testing.media import CREATION_TIME, TITLE, Media, pattern
 
 
 @pytest.fixture(scope="module")

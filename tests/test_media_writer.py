@@ -8,12 +8,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media_factory import CREATION_TIME, TITLE, Media
 
 from vividcli.errors import MediaError, UsageError
 from vividcli.media.probe import probe
 from vividcli.media.reader import open_source
 from vividcli.media.writer import ImageSequenceWriter, VideoWriter, open_writer, quantize
+from vividcli.testing.media import CREATION_TIME, TITLE, Media
 
 
 @pytest.fixture(scope="module")

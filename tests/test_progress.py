@@ -6,10 +6,10 @@ import io
 
 from rich.console import Console
 
-from media_factory import make_av_mp4
 from vividcli.engines.classic import ClassicEngine
 from vividcli.progress import LogReporter, RichReporter
 from vividcli.runner import EncodeOptions, Job, run_batch, summary_line
+from vividcli.testing.media import make_av_mp4
 
 
 def run_two(tmp_path, reporter):
@@ -52,7 +52,7 @@ def test_ctrl_c_on_an_engine_without_cache_says_so_and_leaves_no_output(tmp_path
 
     import pytest
 
-    from vividcli.cache.signals import Interrupted
+    from vividcli.interrupt import Interrupted
 
     class SelfInterrupting(ClassicEngine):
         def restore(self, source, progress=None):

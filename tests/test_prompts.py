@@ -10,17 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vividcli.errors import UsageError
-from vividcli.sampling.tiling import plan_tiles
-from vividcli.stages.geometry import plan_geometry
-from vividcli.stages.prompts import (
-    NEGATIVE_PROMPT,
-    POSITIVE_SUFFIX,
-    build_prompts,
-    load_captions_file,
-    parse_captions,
-    plan_caption_regions,
-    plan_reference_caption_tiles,
-)
+from vividcli.planning.captions import plan_caption_regions, plan_reference_caption_tiles
+from vividcli.planning.geometry import plan_geometry
+from vividcli.planning.tiles import plan_tiles
+from vividcli.stages.caption_file import load_captions_file, parse_captions
+from vividcli.stages.prompts import NEGATIVE_PROMPT, POSITIVE_SUFFIX, build_prompts
 
 CASES = ["case_c_whole_video", "case_d_temporal_aggregation"]
 

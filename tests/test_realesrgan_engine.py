@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from extras import import_or_skip
 
+from extras import import_or_skip
 from vividcli.engines.base import Engine, checked_restore
-from vividcli.engines.realesrgan import RealESRGANEngine, TiledUpscaler, resolve_device_dtype, tile_starts
+from vividcli.engines.realesrgan import RealESRGANEngine
 from vividcli.errors import CheckpointError, UsageError, VividError
 from vividcli.media.reader import ArraySource
+from vividcli.models.realesrgan import TiledUpscaler, resolve_device_dtype, tile_starts
 
 SPANDREL_REASON = "spandrel (and the torchvision it imports) not installed: see docs/textfix.md"
 

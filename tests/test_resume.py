@@ -33,9 +33,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import resume_child
-from media_factory import make_png_sequence
 from vividcli.cli import app
+from vividcli.testing import resume_child
+from vividcli.testing.media import make_png_sequence
 
 pytestmark = pytest.mark.slow
 

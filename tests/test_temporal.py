@@ -11,13 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vividcli.errors import UsageError
-from vividcli.sampling.temporal import (
+from vividcli.planning.clips import (
     TemporalPlan,
     check_clip_frames,
     frame_padding,
     latent_frame_count,
-    padded_frame_count,
-    padded_frame_indices,
     plan_temporal,
     uses_temporal_aggregation,
 )
@@ -88,14 +86,13 @@ def test_whole_video_padding_matches_golden(reference_dir: Path, case: str, padd
     num_frames = golden["input_shape_uint8_FHWC"][0]
     assert not uses_temporal_aggregation(num_frames, golden["args"]["num_temporal_process_frames"])
     assert frame_padding(num_frames) == padding
-    assert padded_frame_count(num_frames) == golden["vae_input"][0]["shape"][2]
-    assert latent_frame_count(padded_frame_count(num_frames)) == golden["latent_shape_BTCHW"][1] - 1
+    padded = num_frames + frame_padding(num_frames)
+    assert padded == golden["vae_input"][0]["shape"][2]
+    assert latent_frame_count(padded) == golden["latent_shape_BTCHW"][1] - 1
 
 
-def test_padded_frame_indices_repeat_last_frame() -> None:
-    assert padded_frame_indices(14) == list(range(14)) + [13, 13, 13]
-    assert padded_frame_indices(17) == list(range(17))
-    assert padded_frame_indices(1) == [0]
+def test_frame_padding_reaches_the_next_8k_plus_1() -> None:
+    assert [frame_padding(n) for n in (1, 2, 9, 14, 16, 17, 18)] == [0, 7, 0, 3, 1, 0, 7]
 
 
 @pytest.mark.parametrize("bad", [0, 1, 8, 16, 18, 120])

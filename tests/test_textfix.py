@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
 from extras import import_or_skip
 from test_realesrgan_engine import official_rrdbnet_state, save_official
-
 from vividcli.errors import VividError
 from vividcli.stages.textfix import MASK_FLOOR, TextFixer, blend, soften_mask
 

@@ -11,13 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vividcli.errors import UsageError
-from vividcli.sampling.tiling import (
-    Tile,
-    axis_tiling,
-    check_tiles_patchable,
-    plan_tiles,
-    tile_weight_mask,
-)
+from vividcli.planning.tiles import Tile, axis_tiling, check_tiles_patchable, plan_tiles, tile_weight_mask
 
 
 def _golden(reference_dir: Path, case: str) -> dict:

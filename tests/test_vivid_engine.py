@@ -14,19 +14,20 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from media_factory import make_av_mp4
-from vividcli.cache.signals import Interrupted
 from vividcli.cache.store import JobCache
 from vividcli.cli import app
 from vividcli.config import RestoreOptions
-from vividcli.engines.base import NullProgress
 from vividcli.engines.vivid import VividEngine, VividSettings
 from vividcli.errors import UsageError
+from vividcli.interrupt import Interrupted
 from vividcli.media.probe import probe
 from vividcli.media.reader import ArraySource, open_source
 from vividcli.models.loading import load_models
-from vividcli.pipeline import plan_restoration, restore_frames
+from vividcli.pipeline import restore_frames
+from vividcli.planning.plan import plan_restoration
+from vividcli.progress import NullProgress
 from vividcli.sampling.sampler import ClipState, DenoiseState
+from vividcli.testing.media import make_av_mp4
 
 OPTIONS = RestoreOptions(upscale=1.0, tile_size=4, clip_frames=9, steps=3, seed=7)
 

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from vividcli.errors import UsageError
 
 COLOR_FIXES = ("adain", "none")
+# Real-ESRGAN tiling (`--sr-tile`; models/realesrgan.py): here so the CLI checks it without torch.
+SR_DEFAULT_TILE = 512
+SR_TILE_OVERLAP = 16
 
 
 @dataclass(frozen=True)

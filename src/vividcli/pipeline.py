@@ -1,6 +1,6 @@
 """Vivid-VR restoration, frames in and frames out (the Python API behind `vividvr restore`).
 
-    plan = plan_restoration(num_frames, height, width, options)
+    plan = plan_restoration(num_frames, height, width, options)   # vividcli.planning: sizes, tiles, clips
     frames = restore_frames(models, source, captions, options)   # an iterator of HxWx3 float32 frames
 
 Stages, in the reference's order and with its random draws: per clip, upscale, pad to 8k+1 frames,
@@ -25,51 +25,23 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from vividcli.config import RestoreOptions
-from vividcli.engines.base import NullProgress, Progress
 from vividcli.media.reader import FrameSource
 from vividcli.models.loading import VividVRModels
+from vividcli.planning.clips import Clip
+from vividcli.planning.plan import RestorePlan, plan_restoration
+from vividcli.progress import NullProgress, Progress
 from vividcli.sampling.sampler import ClipConditioning, ClipState, DenoiseState, SamplerSettings, sample_clips
 from vividcli.sampling.scheduler import GuidedDPMSolver
-from vividcli.sampling.temporal import Clip, LatentCopy, frame_padding, plan_temporal, uses_temporal_aggregation
-from vividcli.sampling.tiling import Tile, check_tiles_patchable, plan_tiles
+from vividcli.stages.caption_file import parse_captions
 from vividcli.stages.colorfix import adain_color_fix
-from vividcli.stages.geometry import GenerationGeometry, plan_geometry, upscale_video, vae_input
-from vividcli.stages.prompts import build_prompts, parse_captions
+from vividcli.stages.prompts import build_prompts
+from vividcli.stages.resize import upscale_video, vae_input
 from vividcli.stages.text import encode_prompts
-from vividcli.stages.vae import decode_latents, encode_control_latents
+from vividcli.stages.vae import decode_clip_latents, encode_control_latents
 
-
-@dataclass(frozen=True)
-class RestorePlan:
-    """Everything about a run that follows from the input's shape and the options."""
-
-    num_frames: int
-    geometry: GenerationGeometry
-    clips: tuple[Clip, ...]
-    merge: tuple[LatentCopy, ...]
-    tiles: tuple[Tile, ...]
-
-    @property
-    def output_size(self) -> tuple[int, int]:
-        return self.geometry.upscaled_size
-
-
-def whole_video_clip(num_frames: int) -> Clip:
-    """The single clip of a video that fits in one clip: padded to 8k+1, every frame kept."""
-    return Clip(index=0, start=0, stop=num_frames, padding=frame_padding(num_frames),
-                latent_ids=(0, 0), owned_ids=(0, 0), keep=(0, num_frames))
-
-
-def plan_restoration(num_frames: int, height: int, width: int, options: RestoreOptions) -> RestorePlan:
-    geometry = plan_geometry(height, width, options.upscale, options.tile_size)
-    tiles = tuple(plan_tiles(*geometry.latent_size, options.tile_size, options.tile_size // 2))
-    check_tiles_patchable(list(tiles))
-    if uses_temporal_aggregation(num_frames, options.clip_frames):
-        temporal = plan_temporal(num_frames, options.clip_frames)
-        clips, merge = temporal.clips, temporal.merge
-    else:
-        clips, merge = (whole_video_clip(num_frames),), ()
-    return RestorePlan(num_frames, geometry, tuple(clips), tuple(merge), tiles)
+# The Python API (README "Python API"): plan, options and restore_frames from one import.
+__all__ = ["RestoreOptions", "RestorePlan", "plan_restoration", "restore_frames", "PreparedClips", "prepare_clips",
+           "decode_clip", "conditioning_mismatch"]
 
 
 def read_control_video(source: FrameSource, start: int, stop: int, plan: RestorePlan) -> torch.Tensor:
@@ -148,8 +120,8 @@ def decode_clip(
     models: VividVRModels, source: FrameSource, plan: RestorePlan, clip: Clip, state: ClipState, color_fix: str
 ) -> Iterator[np.ndarray]:
     """Decode one clip, keep its share of the frames, colour-fix them against the input; yield HxWx3 frames."""
-    padding_latents = state.latents.shape[1] - (clip.padded_frames - 1) // 4 - 1
-    frames = decode_latents(models.vae, state.latents[:, padding_latents:], *plan.output_size)
+    frames = decode_clip_latents(models.vae, state.latents, clip.padded_frames, plan.output_size,
+                                 models.transformer.config.patch_size_t)
     keep = frames[clip.keep[0] : clip.keep[1]]
     if color_fix == "adain":
         start = clip.output_start

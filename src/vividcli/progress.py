@@ -2,21 +2,50 @@
 
 On a terminal: rich progress bars (one for the batch, one for the current stage) with rate and ETA.
 Elsewhere (CI logs, pipes): plain one-line records, at most one per stage every few seconds.
-`--quiet` prints nothing but errors. Every reporter is also an engine `Progress` sink.
+`--quiet` prints nothing but errors. Every reporter is also a `Progress` sink (what stages and engines
+report to; `NullProgress` ignores it all).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Protocol, TextIO, runtime_checkable
 
 from rich.console import Console
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import Progress as RichProgress
 from rich.text import Text
+
+
+@runtime_checkable
+class Progress(Protocol):
+    """Progress sink a stage or engine reports to. Stages run one after another; totals are in units of work."""
+
+    def stage(self, name: str, total: int | None) -> None:
+        """A new stage starts ("restore", "encode prompts", ...), with `total` units, or None if unknown."""
+
+    def advance(self, n: int = 1) -> None:
+        """`n` more units of the current stage are done."""
+
+
+class NullProgress:
+    """A Progress that ignores everything (the default when the caller passes none)."""
+
+    def stage(self, name: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
 
 # What one unit of each engine stage is (for rates: frames/s while decoding, ...).
 STAGE_UNITS = {"restore": "frames", "decode": "frames", "encode": "clips", "denoise": "tile steps",
@@ -94,7 +123,7 @@ class RichReporter(QuietReporter):
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
-        self.bars = Progress(
+        self.bars = RichProgress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
             RateColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             console=self.console, transient=False,

@@ -13,17 +13,17 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from vividcli.cache.signals import GracefulInterrupt, Interrupted
-from vividcli.engines.base import Engine, checked_restore
-from vividcli.errors import MediaError, UsageError, VividError
+from vividcli.engines.base import Engine, EngineFactory, checked_restore
+from vividcli.errors import UsageError, VividError, unexpected_error
+from vividcli.interrupt import GracefulInterrupt, Interrupted
+from vividcli.media.codecs import VIDEO_EXTENSIONS
 from vividcli.media.probe import list_images
 from vividcli.media.reader import FrameSource, open_source
-from vividcli.media.writer import VIDEO_EXTENSIONS, open_writer, same_file
+from vividcli.media.writer import open_writer, same_file
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,6 @@ def write_job(job: Job, source: FrameSource, engine: Engine, encode: EncodeOptio
     return info.num_frames
 
 
-EngineFactory = Callable[[FrameSource, GracefulInterrupt], Engine]
-
-
 def run_job(job: Job, make_engine: EngineFactory, encode: EncodeOptions, *, overwrite: bool,
             fps: Fraction | None, reporter, interrupt: GracefulInterrupt) -> JobResult:
     result = JobResult(input=str(job.input), output=str(job.output), status="failed")
@@ -225,16 +222,6 @@ def describe_os_error(exc: OSError, job: Job) -> str:
     if name is not None and (name == job.input or job.input in name.parents):
         return f"cannot read {job.input}: {reason}"
     return f"cannot write {job.output}: {reason} (check that its folder can be created and written to)"
-
-
-def unexpected_error(exc: BaseException) -> str:
-    """One line for an exception no stage turned into a VividError (out of GPU memory, or a bug)."""
-    text = str(exc).strip()
-    if "out of memory" in text.lower():
-        return ("out of GPU memory; try a smaller --tile-size (e.g. 64), a shorter --clip-frames "
-                "(e.g. 49), --dtype bfloat16, or a smaller --upscale")
-    first = text.splitlines()[0][:300] if text else ""
-    return f"unexpected {type(exc).__name__}: {first} (please report it; --debug shows the traceback)"
 
 
 def run_batch(jobs: list[Job], make_engine: EngineFactory, encode: EncodeOptions, *,

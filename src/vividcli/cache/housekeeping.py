@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vividcli.cache.lock import JobLock, LockOwner, probe_lock
+from vividcli.cache.store import JobCache
 from vividcli.errors import UsageError, VividError
 
 
@@ -44,8 +45,6 @@ def list_jobs(root: Path) -> list[JobSummary]:
 
 
 def _summarize(job_dir: Path) -> JobSummary:
-    from vividcli.cache.store import JobCache  # here, not at the top: store re-exports us
-
     info = JobCache(job_dir).read_info()
     owner = probe_lock(job_dir)
     status = info.status if info else "unknown"

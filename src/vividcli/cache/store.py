@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -39,11 +38,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 import platformdirs
 
 from vividcli.cache._io import _now_iso, canonical_json
-# Re-exported so `from vividcli.cache.store import ...` keeps working for every public name.
-# housekeeping.py imports JobCache from here only inside a function, so there is no cycle.
-from vividcli.cache.housekeeping import CleanReport, JobSummary, clean, disk_usage, list_jobs
-from vividcli.cache.lock import JobLock, LockOwner, probe_lock
+from vividcli.cache.lock import JobLock
 from vividcli.errors import CheckpointError, MediaError
+from vividcli.files import atomic_write_bytes, fsync_path, temp_path
 
 if TYPE_CHECKING:  # torch is imported lazily: `cache ls` / `clean` should not pay ~5 s for it
     import torch
@@ -51,11 +48,7 @@ if TYPE_CHECKING:  # torch is imported lazily: `cache ls` / `clean` should not p
 __all__ = [
     "ENV_CACHE_DIR", "STATE_ENTRY", "STATUSES",
     "cache_root", "canonical_json", "input_identity", "checkpoint_identity", "job_key",
-    "atomic_write_bytes", "EntryInfo", "JobInfo", "JobCache", "save_state", "load_state",
-    # from lock.py
-    "JobLock", "LockOwner", "probe_lock",
-    # from housekeeping.py
-    "JobSummary", "CleanReport", "list_jobs", "disk_usage", "clean",
+    "EntryInfo", "JobInfo", "JobCache", "save_state", "load_state",
 ]
 
 log = logging.getLogger("vividcli.cache")
@@ -164,37 +157,6 @@ def job_key(*, input_id: str, checkpoint_id: str, options: Mapping[str, Any],
 # ---------------------------------------------------------------- atomic files
 
 
-def _fsync_dir(d: Path) -> None:
-    """Make renames/creations inside `d` durable (power loss); not needed for kill -9 alone."""
-    if os.name == "nt":  # pragma: no cover - directories cannot be opened on Windows
-        return
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _tmp_path(d: Path, stem: str) -> Path:
-    # Hidden and unique: readers never look at it, and `sweep` can tell it is garbage.
-    return d / f".tmp-{stem}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write temp file in the same dir, flush, fsync, os.replace, fsync the dir."""
-    tmp = _tmp_path(path.parent, path.name)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _fsync_and_hash(path: Path) -> tuple[str, int]:
     """Hash what really is on disk (page cache) after the writer closed it, and make it durable."""
     h, size = hashlib.sha256(), 0
@@ -291,7 +253,7 @@ class JobCache:
         """
         _check_name(name)
         self.entries_dir.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_path(self.entries_dir, name)
+        tmp = temp_path(self.entries_dir, name)
         try:
             write(tmp)
             digest, size = _fsync_and_hash(tmp)
@@ -300,7 +262,7 @@ class JobCache:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.entries_dir)  # the data file is durable before anything points at it
+        fsync_path(self.entries_dir)  # the data file is durable before anything points at it
         old = self._read_record(name)
         info = EntryInfo(name, kind, data_file, size, digest, dict(meta or {}), _now_iso())
         atomic_write_bytes(self._sidecar(name), _seal(info.__dict__))

@@ -1,1 +1,3 @@
-"""Sub-command groups of `vividvr`, each a Typer app in its own module (mounted by `vividcli.cli`)."""
+"""The `vividvr` commands, one module each (restore, caption, degrade, evaluate, compare, doctor, cache,
+models) plus what they share (`common`: the one-line error exit; `options`: shared option types).
+`vividcli.cli` only wires them into the app."""

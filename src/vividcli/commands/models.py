@@ -1,6 +1,6 @@
 """`vividvr models ...`: download, verify, list and locate the checkpoints.
 
-Mounted by the main app with `app.add_typer(models_app, name="models")`. Every command finds the
+Mounted by `cli.py` as `vividvr models`. Every command finds the
 checkpoint folder with `vividcli.hub.resolve_ckpt_dir` (`--ckpt-dir`, else `$VIVIDVR_CKPT_DIR`, else
 `$HF_HOME/vividvr`). Errors are one line on stderr (`error: ...`) and the error's exit code; no traceback.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from vividcli import hub
-from vividcli.errors import VividError
+from vividcli.commands.common import one_line_errors
 
 models_app = typer.Typer(
     no_args_is_help=True,
@@ -35,11 +35,6 @@ class What(str, Enum):
     captioner = "captioner"
     textfix = "textfix"
     all = "all"
-
-
-def _fail(exc: VividError) -> NoReturn:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(exc.exit_code)
 
 
 def _size(n: int) -> str:
@@ -65,11 +60,10 @@ def download(
     """Download pinned checkpoints into the checkpoint folder (resumes interrupted downloads)."""
     root = hub.resolve_ckpt_dir(ckpt_dir)
     try:
-        for name in hub.GROUPS[what.value]:
-            (folder,) = hub.download(name, root, progress=progress)
-            typer.echo(f"{name}: {folder}")
-    except VividError as exc:
-        _fail(exc)
+        with one_line_errors():
+            for name in hub.GROUPS[what.value]:
+                (folder,) = hub.download(name, root, progress=progress)
+                typer.echo(f"{name}: {folder}")
     except KeyboardInterrupt:
         typer.echo("error: interrupted; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
@@ -88,10 +82,8 @@ def verify(
     every key and shape against the models built on the meta device from the checkpoint's config.json.
     """
     root = hub.resolve_ckpt_dir(ckpt_dir)
-    try:
+    with one_line_errors():
         problems = hub.verify(root, hashes=hashes)
-    except VividError as exc:
-        _fail(exc)
     if not problems:
         typer.echo("ok")
         return

@@ -13,35 +13,16 @@ holding only what its method needs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from vividcli.interrupt import GracefulInterrupt
 from vividcli.media.reader import FrameSource
+from vividcli.progress import Progress
 
-__all__ = ["Engine", "Progress", "NullProgress", "checked_restore"]
-
-
-@runtime_checkable
-class Progress(Protocol):
-    """Progress sink an engine reports to. Stages run one after another; totals are in units of work."""
-
-    def stage(self, name: str, total: int | None) -> None:
-        """A new stage starts ("restore", "encode prompts", ...), with `total` units, or None if unknown."""
-
-    def advance(self, n: int = 1) -> None:
-        """`n` more units of the current stage are done."""
-
-
-class NullProgress:
-    """A Progress that ignores everything (the default when the caller passes none)."""
-
-    def stage(self, name: str, total: int | None) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
+__all__ = ["Engine", "EngineFactory", "checked_restore"]
 
 
 @runtime_checkable
@@ -84,3 +65,7 @@ def checked_restore(engine: Engine, source: FrameSource, progress: Progress | No
         yield frame
     if count != n:
         raise RuntimeError(f"engine {engine.name!r} yielded {count} frames for {n} input frames")
+
+
+EngineFactory = Callable[[FrameSource, GracefulInterrupt], Engine]
+"""Makes the engine for one input of a batch (models loaded once, shared by every input)."""

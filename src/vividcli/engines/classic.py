@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image
 
-from vividcli.engines.base import NullProgress, Progress
 from vividcli.errors import UsageError
 from vividcli.media.reader import FrameSource
+from vividcli.progress import NullProgress, Progress
 
 __all__ = ["ClassicEngine"]
 

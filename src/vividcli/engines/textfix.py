@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vividcli.engines.base import Engine, Progress
+from vividcli.engines.base import Engine
 from vividcli.media.reader import FrameSource
-from vividcli.stages.geometry import upscale_video
+from vividcli.progress import Progress
+from vividcli.stages.resize import upscale_video
 from vividcli.stages.textfix import TextFixer
 
 __all__ = ["TextFixEngine"]

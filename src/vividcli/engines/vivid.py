@@ -20,19 +20,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vividcli.cache.signals import GracefulInterrupt, Interrupted
 from vividcli.cache.store import (
-    JobCache, JobInfo, cache_root, canonical_json, checkpoint_identity, input_identity, job_key, load_state,
+    JobCache,
+    JobInfo,
+    cache_root,
+    canonical_json,
+    checkpoint_identity,
+    input_identity,
+    job_key,
+    load_state,
     save_state,
 )
 from vividcli.config import RestoreOptions
-from vividcli.engines.base import NullProgress, Progress
+from vividcli.interrupt import GracefulInterrupt, Interrupted
 from vividcli.media.reader import FrameSource
 from vividcli.models.loading import VividVRModels, load_models
-from vividcli.pipeline import PreparedClips, RestorePlan, conditioning_mismatch, plan_restoration, restore_frames
+from vividcli.pipeline import PreparedClips, conditioning_mismatch, restore_frames
+from vividcli.planning.geometry import plan_geometry
+from vividcli.planning.plan import RestorePlan, plan_restoration
+from vividcli.progress import NullProgress, Progress
 from vividcli.sampling.sampler import ClipConditioning, DenoiseState
-from vividcli.stages.geometry import plan_geometry
-from vividcli.stages.caption import CaptionsFile, FixedCaptions, NoCaptions, generate_captions, make_captioner
+from vividcli.stages.caption import CaptionsFile, FixedCaptions, NoCaptions, generate_captions
+from vividcli.stages.captioners import make_captioner
 
 CACHE_FORMAT_VERSION = 1
 CONDITIONING_TENSORS = ("control_latents", "prompt_embeds", "negative_prompt_embeds")  # ClipConditioning's fields

@@ -1,9 +1,11 @@
 """Model management: what can be downloaded, where it goes, and what is on disk.
 
-    registry   the components (`COMPONENTS`, `GROUPS`), revision pins, `resolve_ckpt_dir`, layout helpers
+    registry   the components (`COMPONENTS`, `GROUPS`; files from `models/layout.py`), revision pins,
+               `resolve_ckpt_dir`
     download   `download`, offline mode and network errors as one-line `VividError`s
-    verify     `list_models` / `ComponentStatus`, `verify` / `Problem`, file and safetensors header checks
+    verify     `list_models` / `ComponentStatus`, `verify`, file and safetensors header checks
     shapes     keys and shapes against the model classes built on the meta device (used by `verify`)
+    problems   `Problem` (one line each), shared by verify and shapes
 
 Nothing heavy is imported here: `path`, `list` and `download` stay fast; only `verify` imports torch and
 the model classes. The names below are the public API (`from vividcli import hub; hub.verify(...)`).
@@ -11,6 +13,8 @@ The functions `download` and `verify` hide the submodules of the same name as at
 package; `from vividcli.hub.verify import ...` still reaches the module.
 """
 
+from vividcli.hub.download import download
+from vividcli.hub.problems import MAX_KEY_PROBLEMS, Problem
 from vividcli.hub.registry import (
     CAPTIONER,
     CAPTIONER_REVISION,
@@ -33,11 +37,8 @@ from vividcli.hub.registry import (
     resolve_ckpt_dir,
     sha256_file,
 )
-from vividcli.hub.download import download
 from vividcli.hub.verify import (
-    MAX_KEY_PROBLEMS,
     ComponentStatus,
-    Problem,
     list_models,
     read_safetensors_header,
     verify,

@@ -12,16 +12,15 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from vividcli.errors import VividError
+from vividcli.errors import VividError, describe_exception
 from vividcli.hub.registry import (
     CHOICES,
     COMPONENTS,
     DOCS_HINT,
     GROUPS,
     Component,
-    _describe,
-    _pinned_mismatch,
     missing_files,
+    pinned_mismatch,
     sha256_file,
 )
 
@@ -98,7 +97,7 @@ def _is_network_error(exc: BaseException | None) -> bool:
 
 def _network_failure(component: Component, root: Path, exc: BaseException) -> VividError:
     *_, cause = _exception_chain(exc)  # the root cause
-    return VividError(f"cannot download {component.name}: no network connection ({_describe(cause)}); "
+    return VividError(f"cannot download {component.name}: no network connection ({describe_exception(cause)}); "
                       + _hand_copy_hint(component, root))
 
 
@@ -107,7 +106,11 @@ def _network_failure(component: Component, root: Path, exc: BaseException) -> Vi
 def _snapshot(component: Component, root: Path, *, progress: bool) -> None:
     import huggingface_hub
     from huggingface_hub import errors as hf_errors
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
 
     target = component.path(root)
     target.mkdir(parents=True, exist_ok=True)
@@ -123,12 +126,12 @@ def _snapshot(component: Component, root: Path, *, progress: bool) -> None:
             ignore_patterns=list(component.ignore_patterns) if component.ignore_patterns else None,
         )
     except (hf_errors.RevisionNotFoundError, hf_errors.RepositoryNotFoundError, hf_errors.GatedRepoError) as exc:
-        raise VividError(f"cannot download {component.name} from {component.source}: {_describe(exc)}; "
+        raise VividError(f"cannot download {component.name} from {component.source}: {describe_exception(exc)}; "
                          + _hand_copy_hint(component, root)) from exc
     except Exception as exc:
         if _is_network_error(exc):
             raise _network_failure(component, root, exc) from exc
-        raise VividError(f"download of {component.name} from {component.source} failed ({_describe(exc)}); "
+        raise VividError(f"download of {component.name} from {component.source} failed ({describe_exception(exc)}); "
                          f"run the same command again to resume") from exc
     finally:
         if not progress and not was_disabled:
@@ -138,7 +141,7 @@ def _snapshot(component: Component, root: Path, *, progress: bool) -> None:
 def _fetch_file(component: Component, root: Path, *, progress: bool) -> None:
     """One file from a URL: `.partial` (resumed with an HTTP range when possible), size + sha256, rename."""
     dest = component.path(root) / component.requires[0][0]
-    if dest.is_file() and _pinned_mismatch(dest, component) is None:
+    if dest.is_file() and pinned_mismatch(dest, component) is None:
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
@@ -175,7 +178,7 @@ def _fetch_partial(component: Component, root: Path, partial: Path, *, progress:
     except OSError as exc:  # URLError, socket errors, timeouts, but also a full disk
         if isinstance(exc, urllib.error.URLError) or _is_network_error(exc):
             raise _network_failure(component, root, exc) from exc
-        raise VividError(f"download of {component.name} failed ({_describe(exc)}); "
+        raise VividError(f"download of {component.name} failed ({describe_exception(exc)}); "
                          f"run the same command again to resume") from exc
 
 

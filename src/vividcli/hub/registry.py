@@ -1,6 +1,7 @@
 """What can be downloaded, where it goes, and the helpers that read the checkpoint folder's layout.
 
-Everything lives in one checkpoint folder in the official Vivid-VR layout (see `COMPONENTS`):
+Everything lives in one checkpoint folder in the official Vivid-VR layout (`models/layout.py` says
+which file lives where; `COMPONENTS` adds where each part comes from):
 
     <ckpt-dir>/Vivid-VR/                 csbhr/Vivid-VR                 (required)
     <ckpt-dir>/CogVideoX1.5-5B/          zai-org/CogVideoX1.5-5B        (required)
@@ -17,10 +18,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from vividcli.models.layout import (
+    COGVIDEOX_FILES,
+    COGVIDEOX_FOLDER,
+    COGVIDEOX_REPO,
+    DIFFUSERS_WEIGHTS,
+    REALESRGAN_FILE,
+    REALESRGAN_FILES,
+    REALESRGAN_FOLDER,
+    TRANSFORMER_ADDITIONS,
+    VIVIDVR_FILES,
+    VIVIDVR_FOLDER,
+    VIVIDVR_REPO,
+    weights_alternatives,
+)
 
 CKPT_ENV = "VIVIDVR_CKPT_DIR"
 DOCS_HINT = "docs/models.md"
@@ -49,7 +64,6 @@ REALESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.
 REALESRGAN_SHA256 = "49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb"
 REALESRGAN_SIZE = 67_061_725
 
-_WEIGHTS = "diffusion_pytorch_model"
 
 
 @dataclass(frozen=True)
@@ -88,47 +102,37 @@ class Component:
         return Path(root) / self.folder
 
 
-def _weights_alternatives(sub: str, name: str) -> tuple[str, ...]:
-    prefix = f"{sub}/" if sub else ""
-    return (f"{prefix}{name}.safetensors", f"{prefix}{name}.safetensors.index.json")
-
-
 VIVIDVR = Component(
     name="vividvr",
     title="Vivid-VR ControlNet and control modules",
-    folder="Vivid-VR",
+    folder=VIVIDVR_FOLDER,
     required=True,
-    requires=(("controlnet/config.json",), _weights_alternatives("controlnet", _WEIGHTS),
-              ("connectors.pt",), ("control_feat_proj.pt",), ("control_patch_embed.pt",)),
+    requires=VIVIDVR_FILES,
     hand_copy="controlnet/config.json, controlnet/diffusion_pytorch_model.safetensors, connectors.pt, "
               "control_feat_proj.pt and control_patch_embed.pt",
-    repo_id="csbhr/Vivid-VR",
+    repo_id=VIVIDVR_REPO,
     revision=VIVIDVR_REVISION,
     # The files sit at the top of the model repository (the official README's `ckpts/Vivid-VR` tree, and
     # `hf download csbhr/Vivid-VR --local-dir ckpts/Vivid-VR` in third-party guides). The repository also
     # holds the test sets (testset.zip), which these patterns leave out. `download` checks the result
     # and says so if the layout ever differs.
-    allow_patterns=("controlnet/config.json", "controlnet/diffusion_pytorch_model*.safetensors*",
-                    "connectors.pt", "control_feat_proj.pt", "control_patch_embed.pt"),
-    weights=(("controlnet", _WEIGHTS),),
-    tensor_files=("connectors.pt", "control_feat_proj.pt", "control_patch_embed.pt"),
+    allow_patterns=("controlnet/config.json", f"controlnet/{DIFFUSERS_WEIGHTS}*.safetensors*",
+                    *TRANSFORMER_ADDITIONS.values()),
+    weights=(("controlnet", DIFFUSERS_WEIGHTS),),
+    tensor_files=tuple(TRANSFORMER_ADDITIONS.values()),
 )
 
 COGVIDEOX = Component(
     name="cogvideox",
     title="CogVideoX1.5-5B (transformer, VAE, T5, tokenizer, scheduler)",
-    folder="CogVideoX1.5-5B",
+    folder=COGVIDEOX_FOLDER,
     required=True,
-    requires=(("model_index.json",), ("scheduler/scheduler_config.json",),
-              ("transformer/config.json",), _weights_alternatives("transformer", _WEIGHTS),
-              ("vae/config.json",), _weights_alternatives("vae", _WEIGHTS),
-              ("text_encoder/config.json",), _weights_alternatives("text_encoder", "model"),
-              ("tokenizer/spiece.model",), ("tokenizer/tokenizer_config.json",)),
+    requires=COGVIDEOX_FILES,
     hand_copy="model_index.json and the folders transformer/, vae/, text_encoder/, tokenizer/, scheduler/",
-    repo_id="zai-org/CogVideoX1.5-5B",
+    repo_id=COGVIDEOX_REPO,
     revision=COGVIDEOX_REVISION,
     allow_patterns=("model_index.json", "transformer/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*"),
-    weights=(("transformer", _WEIGHTS), ("vae", _WEIGHTS), ("text_encoder", "model")),
+    weights=(("transformer", DIFFUSERS_WEIGHTS), ("vae", DIFFUSERS_WEIGHTS), ("text_encoder", "model")),
 )
 
 CAPTIONER = Component(
@@ -136,7 +140,7 @@ CAPTIONER = Component(
     title="CogVLM2 video captioner (optional: automatic captions)",
     folder="cogvlm2-llama3-caption",
     required=False,
-    requires=(("config.json",), _weights_alternatives("", "model"), ("configuration_cogvlm.py",),
+    requires=(("config.json",), weights_alternatives("", "model"), ("configuration_cogvlm.py",),
               ("modeling_cogvlm.py",), ("tokenizer_config.json",)),
     hand_copy="the whole repository (config.json, *.py, tokenizer files, model-0000N-of-00006.safetensors "
               "and model.safetensors.index.json)",
@@ -150,10 +154,10 @@ CAPTIONER = Component(
 TEXTFIX = Component(
     name="textfix",
     title="Real-ESRGAN x2plus (optional: text fix)",
-    folder="RealESRGAN",  # the official Vivid-VR layout: ckpts/RealESRGAN/RealESRGAN_x2plus.pth
+    folder=REALESRGAN_FOLDER,
     required=False,
-    requires=(("RealESRGAN_x2plus.pth",),),
-    hand_copy="RealESRGAN_x2plus.pth",
+    requires=REALESRGAN_FILES,
+    hand_copy=REALESRGAN_FILE,
     url=REALESRGAN_URL,
     sha256=REALESRGAN_SHA256,
     size=REALESRGAN_SIZE,
@@ -195,21 +199,7 @@ def resolve_ckpt_dir(cli_value: str | os.PathLike | None = None) -> Path:
 
 # --------------------------------------------------------------------------------------------- helpers
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def _one_line(text: object, limit: int = 240) -> str:
-    lines = [line.strip() for line in _ANSI.sub("", str(text)).splitlines() if line.strip()]
-    line = lines[0] if lines else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _describe(exc: BaseException) -> str:
-    text = _one_line(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _walk_files(folder: Path) -> Iterator[Path]:
+def walk_files(folder: Path) -> Iterator[Path]:
     """Files under `folder`, skipping hidden files and folders (e.g. `.cache/huggingface` download metadata).
 
     Nothing when `folder` does not exist or is not a folder (`os.walk` ignores the error).
@@ -221,14 +211,14 @@ def _walk_files(folder: Path) -> Iterator[Path]:
                 yield Path(d, n)
 
 
-def _read_json(path: Path) -> object:
+def read_json(path: Path) -> object:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _index_shards(index: Path) -> list[str] | None:
+def index_shards(index: Path) -> list[str] | None:
     """Shard file names an index names, or None when the index is unreadable (reported elsewhere)."""
     try:
-        weight_map = _read_json(index)["weight_map"]  # type: ignore[index]
+        weight_map = read_json(index)["weight_map"]  # type: ignore[index]
         return sorted(set(weight_map.values()))
     except Exception:
         return None
@@ -245,23 +235,23 @@ def missing_files(component: Component, root: Path) -> list[Path]:
             continue
         for found in present:
             if found.name.endswith(".index.json"):
-                shards = _index_shards(found) or []
+                shards = index_shards(found) or []
                 missing += [found.parent / s for s in shards if not (found.parent / s).is_file()]
     return missing
 
 
-def _hf_download_dir(base: Path) -> Path:
+def hf_download_dir(base: Path) -> Path:
     """Where huggingface_hub keeps its download metadata (and `.incomplete` files) inside a `local_dir`."""
     return base / ".cache" / "huggingface" / "download"
 
 
-def _download_metadata(base: Path, rel: str) -> tuple[str, str] | None:
+def download_metadata(base: Path, rel: str) -> tuple[str, str] | None:
     """(commit, etag) that huggingface_hub recorded when it downloaded `rel` into `base`, if any.
 
     Format of `<base>/.cache/huggingface/download/<rel>.metadata`: commit hash, etag, timestamp, one a line.
     For LFS files the etag is the sha256 of the content; for small files it is the git blob sha1.
     """
-    meta = _hf_download_dir(base) / f"{rel}.metadata"
+    meta = hf_download_dir(base) / f"{rel}.metadata"
     try:
         lines = meta.read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -284,13 +274,13 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return _hash_file(hashlib.sha256(), path, chunk)
 
 
-def _git_blob_sha1(path: Path) -> str:
+def git_blob_sha1(path: Path) -> str:
     h = hashlib.sha1()
     h.update(f"blob {path.stat().st_size}\0".encode())
     return _hash_file(h, path)
 
 
-def _pinned_mismatch(path: Path, c: Component) -> str | None:
+def pinned_mismatch(path: Path, c: Component) -> str | None:
     """Why a pinned file (size, sha256) is not the expected one, or None when it is."""
     size = path.stat().st_size
     if c.size is not None and size != c.size:

@@ -9,11 +9,13 @@ import contextlib
 import logging
 from pathlib import Path
 
-from vividcli.hub.registry import COGVIDEOX, VIVIDVR, _WEIGHTS, _describe, _read_json
-from vividcli.hub.verify import MAX_KEY_PROBLEMS, Problem, _Tensors
+from vividcli.errors import describe_exception
+from vividcli.hub.problems import MAX_KEY_PROBLEMS, Problem, TensorIndex
+from vividcli.hub.registry import COGVIDEOX, VIVIDVR, read_json
+from vividcli.models.layout import DIFFUSERS_WEIGHTS, TRANSFORMER_ADDITIONS
 
 
-def _check_models(root: Path, found: dict[str, _Tensors]) -> list[Problem]:
+def check_models(root: Path, found: dict[str, TensorIndex]) -> list[Problem]:
     problems: list[Problem] = []
     cog, viv = COGVIDEOX.path(root), VIVIDVR.path(root)
     if "cogvideox/transformer" in found:
@@ -45,7 +47,7 @@ def _meta_model(kind: str, folder: Path):
     """The model class for `kind`, built on the meta device from `folder/config.json`."""
     import torch
 
-    config = _read_json(folder / "config.json")
+    config = read_json(folder / "config.json")
     with _quiet_libraries(), torch.device("meta"):
         if kind == "transformer":
             from vividcli.models.transformer import VividVRTransformer3DModel
@@ -69,13 +71,13 @@ def _expected_shapes(kind: str, folder: Path) -> tuple[dict[str, tuple[int, ...]
     if not config.is_file():
         return None, []  # reported as missing
     try:
-        _read_json(config)
+        read_json(config)
     except Exception:
         return None, []  # reported by the JSON check
     try:
         model = _meta_model(kind, folder)
     except Exception as exc:
-        return None, [Problem(config, f"cannot build the {kind} from this config ({_describe(exc)})")]
+        return None, [Problem(config, f"cannot build the {kind} from this config ({describe_exception(exc)})")]
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}, []
 
 
@@ -83,7 +85,7 @@ def _compare(expected: dict[str, tuple[int, ...]], actual: dict[str, tuple[tuple
              home: dict[str, Path], config: Path) -> list[Problem]:
     """Missing / wrong-shape / unexpected keys, at most MAX_KEY_PROBLEMS lines per file and kind."""
     groups: dict[tuple[Path, str], list[Problem]] = {}
-    prefixes = _tensor_file_prefixes()
+    prefixes = tensor_file_prefixes()
 
     def in_file(key: str, file: Path) -> str:
         """The key as the file spells it (.pt files hold keys relative to their module)."""
@@ -119,24 +121,20 @@ def _weights_home(folder: Path, name: str) -> Path:
     return index if index.is_file() else folder / f"{name}.safetensors"
 
 
-def _tensor_file_prefixes() -> dict[str, str]:
-    from vividcli.models.loading import TRANSFORMER_ADDITIONS
-
+def tensor_file_prefixes() -> dict[str, str]:
     return {name: prefix for prefix, name in TRANSFORMER_ADDITIONS.items()}
 
 
-def _check_transformer(folder: Path, base: _Tensors, vivid: Path, additions: _Tensors | None) -> list[Problem]:
+def _check_transformer(folder: Path, base: TensorIndex, vivid: Path, additions: TensorIndex | None) -> list[Problem]:
     """CogVideoX shards + the Vivid-VR .pt files against one meta `VividVRTransformer3DModel`.
 
     As the loader: shard tensors first, the .pt files fill (and win for) their prefixes. Parts whose files
     are missing or unreadable are left out (those files are reported already).
     """
-    from vividcli.models.loading import TRANSFORMER_ADDITIONS
-
     expected_all, problems = _expected_shapes("transformer", folder)
     if expected_all is None:
         return problems
-    backbone_home = _weights_home(folder, _WEIGHTS)
+    backbone_home = _weights_home(folder, DIFFUSERS_WEIGHTS)
 
     def home(key: str) -> Path:
         prefix = next((p for p in TRANSFORMER_ADDITIONS if key.startswith(p)), None)
@@ -156,7 +154,7 @@ def _check_transformer(folder: Path, base: _Tensors, vivid: Path, additions: _Te
     return problems + _compare(expected, actual, homes, folder / "config.json")
 
 
-def _check_against_model(kind: str, folder: Path, found: _Tensors) -> list[Problem]:
+def _check_against_model(kind: str, folder: Path, found: TensorIndex) -> list[Problem]:
     if found.broken:
         return []  # unreadable or missing files are reported already; key lists would only repeat that
     expected, problems = _expected_shapes(kind, folder)
@@ -169,6 +167,6 @@ def _check_against_model(kind: str, folder: Path, found: _Tensors) -> list[Probl
         for tied, source in T5_TIED_KEYS.items():
             if tied not in actual and source in actual:
                 actual[tied] = actual[source]
-    name = "model" if kind == "text_encoder" else _WEIGHTS
+    name = "model" if kind == "text_encoder" else DIFFUSERS_WEIGHTS
     home = dict.fromkeys(expected, _weights_home(folder, name))
     return problems + _compare(expected, actual, home, folder / "config.json")

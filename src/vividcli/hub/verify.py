@@ -16,26 +16,26 @@ import os
 import re
 import struct
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from vividcli.errors import VividError
+from vividcli.errors import VividError, describe_exception, first_line
+from vividcli.hub.problems import Problem, TensorIndex
 from vividcli.hub.registry import (
     COMPONENTS,
     DOCS_HINT,
     Component,
-    _describe,
-    _download_metadata,
-    _git_blob_sha1,
-    _hf_download_dir,
-    _one_line,
-    _pinned_mismatch,
-    _read_json,
-    _walk_files,
+    download_metadata,
+    git_blob_sha1,
+    hf_download_dir,
     missing_files,
+    pinned_mismatch,
+    read_json,
     sha256_file,
+    walk_files,
 )
+from vividcli.hub.shapes import check_models, tensor_file_prefixes
 
 # --------------------------------------------------------------------------------------------- list
 
@@ -56,7 +56,7 @@ class ComponentStatus:
 
 
 def _interrupted(base: Path) -> bool:
-    downloads = _hf_download_dir(base)
+    downloads = hf_download_dir(base)
     if downloads.is_dir() and any(downloads.rglob("*.incomplete")):
         return True
     return any(p.name.endswith(".partial") for p in base.glob("*.partial"))
@@ -68,7 +68,7 @@ def list_models(ckpt_dir: str | os.PathLike) -> list[ComponentStatus]:
     statuses = []
     for c in COMPONENTS.values():
         base = c.path(root)
-        files = list(_walk_files(base))
+        files = list(walk_files(base))
         size = sum(p.stat().st_size for p in files if p.exists())
         missing = tuple(missing_files(c, root))
         if not files and not _interrupted(base):
@@ -78,7 +78,7 @@ def list_models(ckpt_dir: str | os.PathLike) -> list[ComponentStatus]:
         else:
             state = "present"
         commits = Counter(m[0] for p in files
-                          if (m := _download_metadata(base, p.relative_to(base).as_posix())) is not None)
+                          if (m := download_metadata(base, p.relative_to(base).as_posix())) is not None)
         revision = commits.most_common(1)[0][0] if commits else None
         note = ""
         if state == "incomplete":
@@ -90,30 +90,6 @@ def list_models(ckpt_dir: str | os.PathLike) -> list[ComponentStatus]:
 
 # --------------------------------------------------------------------------------------------- verify
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the checkpoint folder: the file, the key (if any), what is wrong. One line."""
-
-    file: Path
-    message: str
-    key: str | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.file}: key '{self.key}'" if self.key else str(self.file)
-        return _one_line(f"{where}: {self.message}", limit=400)
-
-
-MAX_KEY_PROBLEMS = 5  # per file and kind; the rest is summed up in one line
-
-
-@dataclass
-class _Tensors:
-    """Key -> (shape, file) of the tensors found, and the files that could not be read."""
-
-    shapes: dict[str, tuple[tuple[int, ...], Path]] = field(default_factory=dict)
-    broken: set[Path] = field(default_factory=set)
-
-
 def verify(ckpt_dir: str | os.PathLike, *, components: Iterable[str] | None = None,
            hashes: bool = False) -> list[Problem]:
     """Every problem of the checkpoint folder, without loading tensor data; an empty list means all good.
@@ -123,8 +99,6 @@ def verify(ckpt_dir: str | os.PathLike, *, components: Iterable[str] | None = No
     with the hashes recorded at download time (sha256 for large files, git sha1 for small ones); the
     Real-ESRGAN file is always compared with its pinned sha256.
     """
-    from vividcli.hub.shapes import _check_models  # imports this module; torch only when called
-
     root = Path(ckpt_dir)
     if not root.is_dir():
         return [Problem(root, "checkpoint folder does not exist; run `vividvr models download` or copy the "
@@ -138,17 +112,15 @@ def verify(ckpt_dir: str | os.PathLike, *, components: Iterable[str] | None = No
         chosen = [COMPONENTS[n] for n in components]
 
     problems: list[Problem] = []
-    found: dict[str, _Tensors] = {}
+    found: dict[str, TensorIndex] = {}
     for c in chosen:
         problems += _check_component(c, root, found, hashes=hashes)
-    problems += _check_models(root, found)
+    problems += check_models(root, found)
     return problems
 
 
-def _check_component(c: Component, root: Path, found: dict[str, _Tensors], *, hashes: bool) -> list[Problem]:
+def _check_component(c: Component, root: Path, found: dict[str, TensorIndex], *, hashes: bool) -> list[Problem]:
     """The file checks of one component; the tensors found go into `found` for the model checks."""
-    from vividcli.hub.shapes import _tensor_file_prefixes
-
     base = c.path(root)
     problems = [Problem(p, "missing") for p in missing_files(c, root)]
     problems += _check_json(base)
@@ -157,11 +129,11 @@ def _check_component(c: Component, root: Path, found: dict[str, _Tensors], *, ha
         found[f"{c.name}/{sub}"] = tensors
         problems += more
     if c.tensor_files:
-        tensors, more = _check_tensor_files(base, c.tensor_files, _tensor_file_prefixes())
+        tensors, more = _check_tensor_files(base, c.tensor_files, tensor_file_prefixes())
         found[f"{c.name}/pt"] = tensors
         problems += more
     pinned = base / c.requires[0][0]
-    if c.url and pinned.is_file() and (reason := _pinned_mismatch(pinned, c)):
+    if c.url and pinned.is_file() and (reason := pinned_mismatch(pinned, c)):
         problems.append(Problem(pinned, reason))
     if hashes:
         problems += _check_recorded_hashes(base)
@@ -170,28 +142,28 @@ def _check_component(c: Component, root: Path, found: dict[str, _Tensors], *, ha
 
 def _check_json(base: Path) -> list[Problem]:
     problems = []
-    for path in _walk_files(base):
+    for path in walk_files(base):
         if path.suffix == ".json":
             try:
-                _read_json(path)
+                read_json(path)
             except json.JSONDecodeError as exc:
                 problems.append(Problem(path, f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"))
             except (OSError, UnicodeDecodeError) as exc:
-                problems.append(Problem(path, f"unreadable ({_describe(exc)})"))
+                problems.append(Problem(path, f"unreadable ({describe_exception(exc)})"))
     return problems
 
 
 def _check_recorded_hashes(base: Path) -> list[Problem]:
     problems = []
-    for path in _walk_files(base):
-        meta = _download_metadata(base, path.relative_to(base).as_posix())
+    for path in walk_files(base):
+        meta = download_metadata(base, path.relative_to(base).as_posix())
         if meta is None:
             continue
         etag = meta[1].lower()
         if re.fullmatch(r"[0-9a-f]{64}", etag):
             actual, kind = sha256_file(path), "sha256"
         elif re.fullmatch(r"[0-9a-f]{40}", etag):
-            actual, kind = _git_blob_sha1(path), "git sha1"
+            actual, kind = git_blob_sha1(path), "git sha1"
         else:
             continue
         if actual != etag:
@@ -215,27 +187,27 @@ def read_safetensors_header(path: Path) -> tuple[dict, int]:
         try:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not a safetensors file (header is not JSON: {_one_line(exc)})") from exc
+            raise ValueError(f"not a safetensors file (header is not JSON: {first_line(exc)})") from exc
     if not isinstance(header, dict):
         raise ValueError("not a safetensors file (header is not a JSON object)")
     ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
     return header, 8 + n + max(ends, default=0)
 
 
-def _check_safetensors_folder(folder: Path, name: str) -> tuple[_Tensors, list[Problem]]:
-    tensors, problems = _Tensors(), []
+def _check_safetensors_folder(folder: Path, name: str) -> tuple[TensorIndex, list[Problem]]:
+    tensors, problems = TensorIndex(), []
     single, index = folder / f"{name}.safetensors", folder / f"{name}.safetensors.index.json"
     weight_map: dict[str, str] | None = None
     if single.is_file():
         files = [single]
     elif index.is_file():
         try:
-            weight_map = dict(_read_json(index)["weight_map"])  # type: ignore[index]
+            weight_map = dict(read_json(index)["weight_map"])  # type: ignore[index]
         except Exception as exc:
             tensors.broken.add(index)  # keys unknown: the model checks leave this folder out
             if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
                 return tensors, problems  # reported by the JSON check
-            return tensors, [Problem(index, f"not a safetensors index (no weight_map: {_describe(exc)})")]
+            return tensors, [Problem(index, f"not a safetensors index (no weight_map: {describe_exception(exc)})")]
         files = [folder / s for s in sorted(set(weight_map.values()))]
     else:
         tensors.broken.add(single)
@@ -264,13 +236,13 @@ def _check_safetensors_folder(folder: Path, name: str) -> tuple[_Tensors, list[P
     return tensors, problems
 
 
-def _read_safetensors_shapes(file: Path, tensors: _Tensors, problems: list[Problem]) -> set[str] | None:
+def _read_safetensors_shapes(file: Path, tensors: TensorIndex, problems: list[Problem]) -> set[str] | None:
     from safetensors import safe_open
 
     try:
         _, declared = read_safetensors_header(file)
     except (ValueError, OSError, KeyError, TypeError, IndexError) as exc:
-        reason = _one_line(exc) if isinstance(exc, ValueError) else f"unreadable ({_describe(exc)})"
+        reason = first_line(exc) if isinstance(exc, ValueError) else f"unreadable ({describe_exception(exc)})"
         problems.append(Problem(file, reason))
         return None
     actual = file.stat().st_size
@@ -290,15 +262,15 @@ def _read_safetensors_shapes(file: Path, tensors: _Tensors, problems: list[Probl
                 tensors.shapes[key] = (shape, file)
                 keys.add(key)
     except Exception as exc:  # SafetensorError and friends
-        problems.append(Problem(file, f"unreadable safetensors file ({_describe(exc)})"))
+        problems.append(Problem(file, f"unreadable safetensors file ({describe_exception(exc)})"))
         return None
     return keys
 
 
 def _check_tensor_files(base: Path, names: tuple[str, ...],
-                        prefixes: dict[str, str] | None = None) -> tuple[_Tensors, list[Problem]]:
+                        prefixes: dict[str, str] | None = None) -> tuple[TensorIndex, list[Problem]]:
     """torch.save'd state dicts; keys are recorded under `prefixes[name]` (their place in the model)."""
-    tensors, problems = _Tensors(), []
+    tensors, problems = TensorIndex(), []
     for name in names:
         path = base / name
         if not path.is_file():
@@ -331,9 +303,9 @@ def _load_state_dict(path: Path) -> tuple[dict | None, str]:
             state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as exc:
         return None, (f"holds pickled objects other than tensors, refused (loading it could run "
-                      f"code: {_one_line(exc, 120)})")
+                      f"code: {first_line(exc, 120)})")
     except Exception as exc:  # truncated zip, foreign file, ...
-        return None, f"unreadable ({_describe(exc)})"
+        return None, f"unreadable ({describe_exception(exc)})"
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         return None, "not a state dict of tensors"
     return state, ""

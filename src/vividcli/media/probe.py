@@ -19,7 +19,7 @@ from typing import Literal
 import av
 import numpy as np
 
-from vividcli.errors import MediaError
+from vividcli.errors import MediaError, UsageError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 """Files an image-sequence folder may hold (case-insensitive); anything else in the folder is ignored."""
@@ -142,20 +142,21 @@ def probe(path: str | os.PathLike[str], fps: Fraction | int | str | None = None)
     if not p.exists():
         raise MediaError(f"input not found: {p} (check the path)")
     if p.is_dir():
-        return _probe_folder(p, _parse_fps(fps) if fps is not None else DEFAULT_IMAGE_FPS)
+        return _probe_folder(p, parse_fps(fps) if fps is not None else DEFAULT_IMAGE_FPS)
     return _probe_video(p)
 
 
 # --------------------------------------------------------------------------------------- helpers
 
 
-def _parse_fps(fps: Fraction | int | str) -> Fraction:
+def parse_fps(fps: Fraction | int | str) -> Fraction:
+    """A frame rate from a number, a decimal string or a ratio ("30000/1001"); UsageError when invalid."""
     try:
         value = Fraction(fps)  # accepts "30000/1001", "29.97", 24, Fraction
     except (ValueError, ZeroDivisionError, TypeError):
-        raise MediaError(f"invalid frame rate {fps!r}: use a number like 24 or a ratio like 30000/1001") from None
+        raise UsageError(f"invalid frame rate {fps!r}: use a number like 24 or a ratio like 30000/1001") from None
     if value <= 0:
-        raise MediaError(f"invalid frame rate {fps!r}: it must be positive")
+        raise UsageError(f"invalid frame rate {fps!r}: it must be positive")
     return value
 
 

@@ -15,13 +15,10 @@ the new video. See docs/media.md for the decisions (rounding, odd sizes, colour 
 
 from __future__ import annotations
 
-import functools
-import io
-import itertools
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,80 +27,18 @@ import numpy as np
 from av.video.reformatter import Interpolation
 
 from vividcli.errors import MediaError, UsageError
+from vividcli.files import commit_dir, commit_file
+from vividcli.media.codecs import CODECS, VIDEO_EXTENSIONS, check_encoding
 from vividcli.media.probe import VideoInfo, is_hd
+from vividcli.media.streamcopy import StreamCopier, copyable_tags
 
-__all__ = ["VideoWriter", "ImageSequenceWriter", "open_writer", "quantize", "same_file", "VIDEO_EXTENSIONS",
-           "CODECS"]
+__all__ = ["VideoWriter", "ImageSequenceWriter", "open_writer", "quantize", "same_file"]
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())  # warnings are also returned in `.warnings`; the CLI decides what to print
 
 WRITE_FLAGS = Interpolation.BICUBIC | Interpolation.ACCURATE_RND
 """swscale flags for RGB -> YUV: accurate rounding removes swscale's default bias (docs/media.md)."""
-
-VIDEO_EXTENSIONS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-"""Output extensions a VideoWriter accepts, and the FFmpeg muxer each one uses."""
-
-CODECS: dict[str, dict[str, object]] = {
-    # pix: default pixel format for (8-bit, deeper) sources; odd: the same when a size is odd
-    "libx264": {"pix": ("yuv420p", "yuv420p10le"), "odd": ("yuv444p", "yuv444p10le"), "crf": 18,
-                "preset": "medium"},
-    "libx265": {"pix": ("yuv420p", "yuv420p10le"), "odd": ("yuv444p", "yuv444p10le"), "crf": 20,
-                "preset": "medium", "tag": "hvc1", "options": {"x265-params": "log-level=error"}},
-    "prores_ks": {"pix": ("yuv422p10le", "yuv422p10le"), "odd": ("yuv444p10le", "yuv444p10le"),
-                  "options": {"profile": "3", "vendor": "apl0"}},
-    "ffv1": {"pix": ("bgr0", "gbrp14le"), "odd": ("bgr0", "gbrp14le"),
-             "options": {"level": "3", "slicecrc": "1"}},
-}
-"""Supported video encoders and their defaults (crf/preset only where the encoder has them)."""
-
-_ALIASES = {"h264": "libx264", "x264": "libx264", "avc": "libx264", "hevc": "libx265",
-            "h265": "libx265", "x265": "libx265", "prores": "prores_ks"}
-CODEC_CHOICES = "libx264, libx265, prores, ffv1 (or png: a folder of PNG frames)"
-X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-                "placebo")
-MAX_CRF = 51
-
-
-@functools.cache
-def _muxer_codecs(muxer: str) -> frozenset[str]:
-    """Encoders FFmpeg's `muxer` can store (asked of an in-memory container)."""
-    with av.open(io.BytesIO(), "w", format=muxer) as container:
-        return frozenset(container.supported_codecs)
-
-
-def check_encoding(codec: str | None, *, crf: int | None = None, preset: str | None = None,
-                   pix_fmt: str | None = None, extension: str | None = None) -> str:
-    """Check encoder options (and that the container `extension` can hold the codec); the encoder name.
-
-    The CLI calls this before any input is opened, so a typo costs nothing; VideoWriter calls it too.
-    """
-    name = _ALIASES.get(codec or "libx264", codec or "libx264")
-    if name not in CODECS:
-        raise UsageError(f"unsupported codec {codec!r}: choose one of {CODEC_CHOICES}")
-    if "crf" not in CODECS[name] and (crf is not None or preset is not None):
-        raise UsageError(f"--crf/--preset do not apply to {name}; leave them unset")
-    if crf is not None and not 0 <= crf <= MAX_CRF:
-        raise UsageError(f"--crf must be from 0 (best) to {MAX_CRF}, got {crf}")
-    if preset is not None and preset not in X26X_PRESETS:
-        raise UsageError(f"--preset must be one of {', '.join(X26X_PRESETS)}, got {preset!r}")
-    if pix_fmt is not None:
-        supported = {f.name for f in av.Codec(name, "w").video_formats}
-        if pix_fmt not in supported:
-            raise UsageError(f"{name} cannot encode pix_fmt {pix_fmt}; choose one of {', '.join(sorted(supported))}")
-    if extension is not None:
-        ext = extension.lower()
-        if ext not in VIDEO_EXTENSIONS:
-            raise UsageError(f"cannot write {ext or 'files without extension'} videos: use a .mp4, .mov or .mkv "
-                             "file, or a folder name without extension for PNG frames")
-        if name not in _muxer_codecs(VIDEO_EXTENSIONS[ext]):
-            raise UsageError(f"{name} cannot be stored in {ext}; use .mkv or .mov, or another codec")
-    return name
-
-# Tags describing the old encode, not the content: not copied to the new file.
-_DROP_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "duration",
-              "number_of_frames", "number_of_bytes", "bps", "rotate", "vendor_id"}
-
 
 def quantize(frame: np.ndarray, bits: int, index: int = 0) -> np.ndarray:
     """float RGB in [0, 1] -> uint8 (bits=8) or uint16 (bits=16), rounded to nearest, clipped.
@@ -146,55 +81,57 @@ def same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _fsync(path: Path) -> None:
+def _commit(commit, tmp: Path, target: Path, overwrite: bool) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (or directories on some platforms) refuse fsync
-    finally:
-        os.close(fd)
+        commit(tmp, target, overwrite=overwrite)
+    except FileExistsError:
+        raise MediaError(f"output appeared while writing: {target} (kept it; the new result was "
+                         "discarded; pass --overwrite to replace)") from None
 
 
-def _commit_file(tmp: Path, target: Path, overwrite: bool) -> None:
-    """Rename `tmp` onto `target` atomically; without `overwrite`, never replace a file that appeared meanwhile."""
-    _fsync(tmp)
-    if overwrite:
-        os.replace(tmp, target)
-    else:
+class _AtomicOutput:
+    """The life cycle both writers share: `write()` frames, then `close()` commits the output (returns
+    its path) or `abort()` discards it; as a context manager, an exception aborts."""
+
+    path: Path
+    frames_written: int
+    _open: bool = False
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> Path:
+        if not self._open:
+            return self.path
+        self._open = False
         try:
-            os.link(tmp, target)  # atomic, and fails if the target exists
-        except FileExistsError:
-            raise MediaError(f"output appeared while writing: {target} (kept it; the new result was "
-                             "discarded; pass --overwrite to replace)") from None
-        except OSError:  # no hard links on this filesystem
-            if target.exists():
-                raise MediaError(f"output appeared while writing: {target} (pass --overwrite to replace)") from None
-            os.replace(tmp, target)
+            if self.frames_written == 0:
+                raise MediaError(f"no frames were written; {self.path} not created")
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written so far (idempotent); the target is left as it was."""
+        self._open = False
+        self._discard()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
         else:
-            os.unlink(tmp)
-    _fsync(target.parent)
+            self.abort()
 
 
-def _commit_dir(tmp: Path, target: Path, overwrite: bool) -> None:
-    for f in tmp.iterdir():
-        _fsync(f)
-    old = None
-    if target.exists():
-        if not overwrite:
-            raise MediaError(f"output appeared while writing: {target} (pass --overwrite to replace)")
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.rename(target, old)
-    os.rename(tmp, target)
-    _fsync(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-class ImageSequenceWriter:
+class ImageSequenceWriter(_AtomicOutput):
     """PNG sequence writer (`000000.png`, `000001.png`, ... numbered from 0 like frame indices).
 
     Writes into a hidden `.<name>.partial-<pid>` folder beside `path` and renames it into place
@@ -234,37 +171,11 @@ class ImageSequenceWriter:
         (self._tmp / f"{self.frames_written:06d}.png").write_bytes(data)
         self.frames_written += 1
 
-    def close(self) -> Path:
-        """Rename the finished folder into place; returns its path."""
-        if not self._open:
-            return self.path
-        self._open = False
-        if self.frames_written == 0:
-            self._remove()
-            raise MediaError(f"no frames were written; {self.path} not created")
-        try:
-            _commit_dir(self._tmp, self.path, self.overwrite)
-        except BaseException:
-            self._remove()
-            raise
-        return self.path
+    def _finish(self) -> None:
+        _commit(commit_dir, self._tmp, self.path, self.overwrite)
 
-    def abort(self) -> None:
-        """Discard everything written so far (idempotent)."""
-        self._open = False
-        self._remove()
-
-    def _remove(self) -> None:
+    def _discard(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> ImageSequenceWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _check_size(frame: np.ndarray, width: int, height: int, index: int) -> None:
@@ -279,7 +190,7 @@ def _subsampled(pix_fmt: str, width: int, height: int) -> bool:
     return (width % 2 == 1 and fmt.chroma_width(2) < 2) or (height % 2 == 1 and fmt.chroma_height(2) < 2)
 
 
-class VideoWriter:
+class VideoWriter(_AtomicOutput):
     """Encode frames into a video file as they come; atomic on success, nothing left on failure.
 
     Arguments (keyword-only after `path`):
@@ -395,7 +306,7 @@ class VideoWriter:
         self._container = out
         src = self.source
         if copy_metadata and src is not None:
-            out.metadata.update(_tags(src.metadata))
+            out.metadata.update(copyable_tags(src.metadata))
         stream = out.add_stream(self.codec, rate=self.fps, options=self._options)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, self.pix_fmt
         stream.codec_context.time_base = 1 / self.fps
@@ -405,10 +316,10 @@ class VideoWriter:
         for k, v in self._tags.items():
             setattr(stream.codec_context, k, v)
         if copy_metadata and src is not None:
-            stream.metadata.update(_tags(src.stream_metadata))
+            stream.metadata.update(copyable_tags(src.stream_metadata))
         self._stream = stream
         if src is not None and src.kind == "video" and src.streams and (copy_audio or copy_subtitles):
-            self._copier = _StreamCopier(src, out, copy_audio, copy_subtitles, self._warn)
+            self._copier = StreamCopier(src, out, copy_audio, copy_subtitles, self._warn)
         try:
             out.start_encoding()  # write the header now: fail before hours of restoration, not after
         except av.error.FFmpegError as e:
@@ -443,38 +354,25 @@ class VideoWriter:
             self._frames_writer.write(frame)
         self.frames_written += 1
 
-    def close(self) -> Path:
-        """Flush the encoder, finish stream copies, and rename the file into place; returns its path.
+    def _finish(self) -> None:
+        """Flush the encoder, finish stream copies, and rename the file into place.
 
         If the whole source was written, the other streams are copied to their end; if fewer
         frames were written (a preview), packets that start after the last frame are dropped.
         """
-        if not self._open:
-            return self.path
-        self._open = False
         try:
-            if self.frames_written == 0:
-                raise MediaError(f"no frames were written; {self.path} not created")
-            try:
-                self._container.mux(self._stream.encode(None))
-                if self._copier is not None:
-                    whole = self.source is not None and self.frames_written >= self.source.num_frames
-                    self._copier.copy_until(None if whole else Fraction(self.frames_written) / self.fps,
-                                            final=True)
-                self._close_container()
-            except av.error.FFmpegError as e:
-                raise MediaError(f"finishing {self.path} failed: {e}; nothing was written (check free disk space)") from None
-            _commit_file(self._tmp, self.path, self.overwrite)
-            if self._frames_writer is not None:
-                self._frames_writer.close()
-        except BaseException:
-            self.abort()
-            raise
-        return self.path
+            self._container.mux(self._stream.encode(None))
+            if self._copier is not None:
+                whole = self.source is not None and self.frames_written >= self.source.num_frames
+                self._copier.copy_until(None if whole else Fraction(self.frames_written) / self.fps, final=True)
+            self._close_container()
+        except av.error.FFmpegError as e:
+            raise MediaError(f"finishing {self.path} failed: {e}; nothing was written (check free disk space)") from None
+        _commit(commit_file, self._tmp, self.path, self.overwrite)
+        if self._frames_writer is not None:
+            self._frames_writer.close()
 
-    def abort(self) -> None:
-        """Discard the partial output (idempotent); the target is left as it was."""
-        self._open = False
+    def _discard(self) -> None:
         try:
             self._close_container()
         except Exception:  # a broken encoder must not keep us from cleaning up
@@ -490,119 +388,6 @@ class VideoWriter:
         if self._container is not None:
             container, self._container = self._container, None
             container.close()
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def _tags(metadata: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in metadata.items()
-            if k.lower() not in _DROP_TAGS and not k.startswith("_STATISTICS")}
-
-
-class _StreamCopier:
-    """Copies the source's audio/subtitle/data packets into the output, interleaved with the video.
-
-    Packets are read lazily from a second demuxer on the source and muxed up to the time of the
-    latest video frame, so nothing is buffered beyond what the muxer's interleaving needs.
-    Timestamps are shifted by the video's start time so sync is kept when the video starts late.
-    """
-
-    def __init__(self, info: VideoInfo, out, copy_audio: bool, copy_subtitles: bool, warn):
-        self._input = av.open(str(info.path))
-        self._map: dict[int, object] = {}
-        wanted = {"audio"} if copy_audio else set()
-        if copy_subtitles:
-            wanted |= {"subtitle", "data"}
-        for s in self._input.streams:
-            if s.index == info.video_stream_index:
-                continue
-            name = s.codec_context.name if s.codec_context is not None else (s.name or s.type)
-            what = f"{s.type} stream #{s.index} ({name})"
-            if s.type in ("video", "attachment"):
-                warn(f"skipped {what}: only the main video is restored; other video and attachment "
-                     "streams (cover art, fonts) are not copied")
-                continue
-            if s.type not in wanted:
-                continue
-            problem = _trial_copy(info.path, s.index, out.format.name)
-            if problem:
-                ext = Path(out.name).suffix.lower()
-                hint = "" if ext == ".mkv" else "; write .mkv to keep it"
-                warn(f"skipped {what}: {ext or out.format.name} cannot hold it{hint}")
-                log.debug("trial copy of %s failed: %s", what, problem)
-                continue
-            o = out.add_stream_from_template(s)
-            o.metadata.update(_tags(s.metadata))
-            o.disposition = s.disposition
-            self._map[s.index] = o
-        self._offset = info.start_time
-        self._packets: Iterator | None = self._input.demux([self._input.streams[i] for i in self._map]) \
-            if self._map else None
-        self._pending = None
-
-    def copy_until(self, t: Fraction | None, final: bool = False) -> None:
-        """Mux packets starting before `t` seconds (all of them for t=None); with `final`, drop the rest."""
-        if self._packets is None:
-            return
-        while True:
-            packet = self._pending
-            self._pending = None
-            if packet is None:
-                packet = next(self._packets, None)
-                if packet is None:
-                    self._packets = None
-                    return
-            if packet.size == 0:
-                continue
-            stamp = packet.dts if packet.dts is not None else packet.pts
-            when = Fraction(stamp) * packet.time_base - self._offset if stamp is not None else None
-            if t is not None and when is not None and when >= t:
-                if final:
-                    self._packets = None  # the rest lies after the last written frame
-                    return
-                self._pending = packet
-                return
-            if self._offset:
-                shift = round(self._offset / packet.time_base)
-                if packet.pts is not None:
-                    packet.pts -= shift
-                if packet.dts is not None:
-                    packet.dts -= shift
-            out_stream = self._map[packet.stream.index]
-            packet.stream = out_stream
-            out_stream.container.mux(packet)
-
-    def close(self) -> None:
-        self._packets = None
-        self._pending = None
-        self._input.close()
-
-
-def _trial_copy(path: Path, index: int, fmt: str) -> str | None:
-    """Mux the first packets of stream `index` into an in-memory `fmt` file; the error, or None if it works.
-
-    Muxers accept some codecs at stream creation and refuse them only at the header or the
-    trailer (PCM in .mp4, FLAC or Opus in .mov), which would lose the finished video; a tiny
-    rehearsal finds out first.
-    """
-    try:
-        with av.open(str(path)) as inp, av.open(io.BytesIO(), "w", format=fmt) as out:
-            s = inp.streams[index]
-            o = out.add_stream_from_template(s)
-            out.start_encoding()
-            for packet in itertools.islice((p for p in inp.demux(s) if p.size), 3):
-                packet.stream = o
-                out.mux(packet)
-    except (ValueError, av.error.FFmpegError) as e:
-        return str(e)
-    return None
 
 
 def open_writer(path: str | os.PathLike[str], *, width: int, height: int, **options):

@@ -1,10 +1,6 @@
 """Loading the official checkpoints, strictly.
 
-Layout (what the official downloads produce):
-
-    <ckpt-dir>/CogVideoX1.5-5B/{transformer,vae,text_encoder,tokenizer,scheduler}/   (zai-org/CogVideoX1.5-5B)
-    <ckpt-dir>/Vivid-VR/controlnet/{config.json,diffusion_pytorch_model.safetensors} (csbhr/Vivid-VR)
-    <ckpt-dir>/Vivid-VR/{connectors.pt,control_feat_proj.pt,control_patch_embed.pt}
+The layout (which file lives where) is `models/layout.py`.
 
 The transformer and ControlNet are built on the meta device and filled in one strict
 `load_state_dict(assign=True)`: every key must be present exactly once with the expected shape, and
@@ -15,7 +11,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,72 +18,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from vividcli.errors import CheckpointError
+from vividcli.errors import CheckpointError, describe_exception
 from vividcli.models.controlnet import VividVRControlNetModel
+from vividcli.models.layout import HOW_TO_GET, TRANSFORMER_ADDITIONS, CheckpointLayout
 from vividcli.models.transformer import VividVRTransformer3DModel
-
-COGVIDEOX_REPO = "zai-org/CogVideoX1.5-5B"
-VIVIDVR_REPO = "csbhr/Vivid-VR"
-HOW_TO_GET = (
-    f"get the official checkpoints with `vividvr models download` or from Hugging Face "
-    f"({COGVIDEOX_REPO}, {VIVIDVR_REPO})"
-)
-
-# Vivid-VR additions to the transformer: state-dict prefix -> file under Vivid-VR/.
-TRANSFORMER_ADDITIONS = {
-    "connectors.": "connectors.pt",
-    "control_feat_proj.": "control_feat_proj.pt",
-    "control_patch_embed.": "control_patch_embed.pt",
-}
-
-
-@dataclass(frozen=True)
-class CheckpointLayout:
-    """Paths of the official layout under one checkpoint folder."""
-
-    root: Path
-
-    @property
-    def cogvideox(self) -> Path:
-        return self.root / "CogVideoX1.5-5B"
-
-    @property
-    def vividvr(self) -> Path:
-        return self.root / "Vivid-VR"
-
-    def required_paths(self) -> list[Path]:
-        cog, viv = self.cogvideox, self.vividvr
-        return [
-            *(cog / sub for sub in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")),
-            cog / "transformer" / "config.json",
-            cog / "vae" / "config.json",
-            cog / "text_encoder" / "config.json",
-            cog / "scheduler" / "scheduler_config.json",
-            # Without its sentencepiece model transformers builds a tokenizer of the special tokens
-            # only, silently: every prompt would encode to padding.
-            cog / "tokenizer" / "spiece.model",
-            cog / "tokenizer" / "tokenizer_config.json",
-            viv / "controlnet" / "config.json",
-            *(viv / name for name in TRANSFORMER_ADDITIONS.values()),
-        ]
-
-    def check(self) -> None:
-        """Raise a one-line CheckpointError for the first missing folder or file."""
-        if not self.root.is_dir():
-            raise CheckpointError(f"checkpoint folder {self.root} does not exist; {HOW_TO_GET}")
-        for path in self.required_paths():
-            if not path.exists():
-                raise CheckpointError(f"checkpoint incomplete: {path} is missing; {HOW_TO_GET}")
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """First non-empty line of an exception message, without terminal escapes, at most `limit` chars."""
-    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
@@ -102,11 +35,11 @@ def read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:  # weights_only refused a pickled object: it could run code
         raise CheckpointError(
             f"checkpoint file {path} holds pickled objects other than tensors and was not loaded "
-            f"(loading it could run code: {one_line(exc)}); {HOW_TO_GET}"
+            f"(loading it could run code: {describe_exception(exc)}); {HOW_TO_GET}"
         ) from exc
     except Exception as exc:  # truncated or foreign files surface as many exception types
         raise CheckpointError(
-            f"cannot read checkpoint file {path} ({type(exc).__name__}: {one_line(exc)}); {HOW_TO_GET}"
+            f"cannot read checkpoint file {path} ({describe_exception(exc)}); {HOW_TO_GET}"
         ) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint file {path} is not a state dict of tensors; {HOW_TO_GET}")
@@ -124,7 +57,7 @@ def read_weights_folder(folder: Path, weights_name: str) -> dict[str, tuple[torc
             weight_map = json.loads(index.read_text())["weight_map"]
             files = [folder / name for name in sorted(set(weight_map.values()))]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise CheckpointError(f"cannot read weight index {index} ({type(exc).__name__}: {one_line(exc)}): "
+            raise CheckpointError(f"cannot read weight index {index} ({describe_exception(exc)}): "
                                   f"expected a JSON object with a \"weight_map\" of key -> file; {HOW_TO_GET}") from exc
     else:
         raise CheckpointError(f"no weights in {folder}: expected {single.name} or {index.name}; {HOW_TO_GET}")
@@ -169,7 +102,7 @@ def _read_config(path: Path) -> dict:
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
-        raise CheckpointError(f"cannot read model config {path} ({one_line(exc)}); {HOW_TO_GET}") from exc
+        raise CheckpointError(f"cannot read model config {path} ({describe_exception(exc)}); {HOW_TO_GET}") from exc
     if not isinstance(config, dict):
         raise CheckpointError(f"model config {path} is not a JSON object; {HOW_TO_GET}")
     return config
@@ -183,7 +116,7 @@ def _build_on_meta(model_class, config_path: Path):
             return model_class.from_config(config)
     except Exception as exc:  # wrong types or values surface as TypeError, ValueError, AssertionError, ...
         raise CheckpointError(f"model config {config_path} does not describe a {model_class.__name__} "
-                              f"({type(exc).__name__}: {one_line(exc)}); {HOW_TO_GET}") from exc
+                              f"({describe_exception(exc)}); {HOW_TO_GET}") from exc
 
 
 def load_transformer(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device | str) -> VividVRTransformer3DModel:
@@ -222,7 +155,7 @@ def _from_pretrained(what: str, folder: Path, loader, **kwargs):
     except CheckpointError:
         raise
     except Exception as exc:  # diffusers/transformers raise OSError, ValueError, RuntimeError, ...
-        raise CheckpointError(f"cannot load the {what} from {folder}: {one_line(exc)}; {HOW_TO_GET}") from exc
+        raise CheckpointError(f"cannot load the {what} from {folder}: {describe_exception(exc)}; {HOW_TO_GET}") from exc
 
 
 def load_vae(layout: CheckpointLayout, dtype: torch.dtype, device: torch.device | str):
@@ -253,7 +186,7 @@ def load_text_encoder(layout: CheckpointLayout, dtype: torch.dtype, device: torc
     except CheckpointError:
         raise
     except Exception as exc:
-        raise CheckpointError(f"cannot use the text encoder config in {folder}: {one_line(exc)}; {HOW_TO_GET}") from exc
+        raise CheckpointError(f"cannot use the text encoder config in {folder}: {describe_exception(exc)}; {HOW_TO_GET}") from exc
     with torch.device("meta"):
         model = T5EncoderModel._from_config(config, attn_implementation="eager")
     tensors = read_weights_folder(folder, "model")

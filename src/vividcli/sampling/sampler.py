@@ -17,8 +17,8 @@ import torch
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
 from vividcli.sampling.scheduler import GuidedDPMSolver
-from vividcli.sampling.temporal import LatentCopy
-from vividcli.sampling.tiling import Tile, tile_weight_mask
+from vividcli.planning.clips import LatentCopy
+from vividcli.planning.tiles import Tile, tile_weight_mask
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vividcli.engines.realesrgan import (
-    DEFAULT_OVERLAP, DEFAULT_TILE, TiledUpscaler, load_sr_model, resolve_device_dtype,
-)
 from vividcli.errors import CheckpointError, UsageError, VividError
+from vividcli.models.realesrgan import DEFAULT_OVERLAP, DEFAULT_TILE, TiledUpscaler, load_sr_model, resolve_device_dtype
 
 __all__ = ["TextFixer", "soften_mask", "blend", "craft_score_map", "default_craft_path", "load_craft",
            "TEXT_THRESHOLD", "DENOISE_RADIUS", "DILATE_RADIUS", "BLUR_RADIUS", "CANVAS_SIZE", "MASK_FLOOR"]

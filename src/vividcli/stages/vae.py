@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from vividcli.stages.geometry import resize_decoded
+from vividcli.planning.clips import latent_frame_count
+from vividcli.planning.geometry import latent_padding_frames
+from vividcli.stages.resize import resize_decoded
 
 
 def encode_control_latents(
@@ -23,9 +25,8 @@ def encode_control_latents(
         posterior = vae.encode(video.to(device=vae.device, dtype=vae.dtype)).latent_dist
     latents = posterior.sample(generator=generator).to(dtype).permute(0, 2, 1, 3, 4)
     latents = vae.config.scaling_factor * latents
-    if patch_size_t and latents.shape[1] % patch_size_t:
-        latents = torch.cat([latents[:, : latents.shape[1] % patch_size_t], latents], dim=1)
-    return latents
+    padding = latent_padding_frames(latents.shape[1], patch_size_t)
+    return torch.cat([latents[:, :padding], latents], dim=1) if padding else latents
 
 
 def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -38,3 +39,11 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, height: int, wid
         frames = vae.decode(scaled.to(vae.dtype)).sample[0].permute(1, 0, 2, 3)  # [F, C, h, w]
     frames = resize_decoded(frames, (height, width))
     return (frames / 2 + 0.5).clamp(0, 1).float()
+
+
+def decode_clip_latents(vae: torch.nn.Module, latents: torch.Tensor, padded_frames: int, size: tuple[int, int],
+                        patch_size_t: int | None) -> torch.Tensor:
+    """A clip's transformer latents, with the padding latents `encode_control_latents` prepended for
+    `patch_size_t` -> its `padded_frames` frames [F, C, *size] in [0, 1]."""
+    padding = latent_padding_frames(latent_frame_count(padded_frames), patch_size_t)
+    return decode_latents(vae, latents[:, padding:], *size)

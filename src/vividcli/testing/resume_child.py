@@ -19,18 +19,18 @@ import sys
 
 # Everything `vividvr restore --engine vivid` imports, so a forked child starts at once.
 PRELOAD = [
-    "resume_child",
+    "vividcli.testing.resume_child",
     "torch",
     "diffusers",
     "vividcli.cli",
-    "vividcli.restore_command",
+    "vividcli.commands.restore",
     "vividcli.runner",
     "vividcli.hub",
     "vividcli.engines.vivid",
     "vividcli.engines.classic",
     "vividcli.media.reader",
     "vividcli.media.writer",
-    "vividcli.models.factory",
+    "vividcli.testing.checkpoints",
 ]
 
 
@@ -85,8 +85,8 @@ def run_cli(argv: list[str], log_path: str, fault: str | None = None) -> None:
             sys.stderr.flush()
             os._exit(99)
 
-        writer._commit_dir = die
-        writer._commit_file = die  # video outputs, should a test use one
+        writer.commit_dir = die
+        writer.commit_file = die  # video outputs, should a test use one
     elif fault is not None:
         raise ValueError(f"unknown fault {fault!r}")
     from vividcli.cli import main
@@ -101,13 +101,13 @@ def run_cli(argv: list[str], log_path: str, fault: str | None = None) -> None:
 
 def write_checkpoint(root: str) -> None:
     """A tiny random checkpoint (the factory's smallest spec that still exercises every part)."""
-    from vividcli.models.factory import write_tiny_checkpoint
+    from vividcli.testing.checkpoints import write_tiny_checkpoint
 
     write_tiny_checkpoint(root, tiny_spec())
 
 
 def tiny_spec():
-    from vividcli.models.factory import TinySpec
+    from vividcli.testing.checkpoints import TinySpec
 
     # One DiT layer (the ControlNet needs at least one, and so one in the transformer), a one-layer
     # T5 and 8-channel VAE blocks: about 1.5x faster per step than the default spec.

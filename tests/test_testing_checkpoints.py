@@ -10,7 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vividcli.models.factory import (
+from vividcli.models.layout import TRANSFORMER_ADDITIONS
+from vividcli.models.loading import load_models
+from vividcli.testing.checkpoints import (
     NEGATIVE_PROMPT,
     POSITIVE_PROMPT,
     TinySpec,
@@ -20,7 +22,6 @@ from vividcli.models.factory import (
     random_state_dict,
     write_tiny_checkpoint,
 )
-from vividcli.models.loading import TRANSFORMER_ADDITIONS, load_models
 
 COG, VIV = "CogVideoX1.5-5B", "Vivid-VR"
 EXPECTED_FILES = {

@@ -1,4 +1,4 @@
-"""Frame sizes through the pipeline, and the resizes that produce them (reference rules).
+"""Frame sizes through the pipeline (reference rules); the resizes themselves are in stages/resize.py.
 
     input (H, W)
       -> upscaled: bicubic by a scale factor, size floor(H * factor)
@@ -26,11 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
 from vividcli.errors import UsageError
-from vividcli.sampling.temporal import latent_frame_count
+from vividcli.planning.clips import latent_frame_count
 
 VAE_SCALE = 8  # spatial compression of the CogVideoX VAE
 SHORT_SIDE_TARGET = 1024.0  # upscale == 0 resizes the short side to this
@@ -114,8 +111,8 @@ def plan_geometry(height: int, width: int, upscale: float, tile_size: int) -> Ge
     )
 
 
-def latent_padding_frames(latent_frames: int, patch_size_t: int = PATCH_SIZE_T) -> int:
-    """Latents prepended so the time axis divides by the temporal patch size.
+def latent_padding_frames(latent_frames: int, patch_size_t: int | None = PATCH_SIZE_T) -> int:
+    """Latents prepended so the time axis divides by the temporal patch size (none without one).
 
     The reference grows the axis by `latent_frames % patch_size_t` and prepends
     that many leading latents; this only yields a multiple of the patch size for
@@ -123,6 +120,8 @@ def latent_padding_frames(latent_frames: int, patch_size_t: int = PATCH_SIZE_T) 
     For 8k+1 frames there are 2k+1 latents, so exactly one copy of the first
     latent is prepended (and dropped again before decoding).
     """
+    if not patch_size_t or patch_size_t == 1:
+        return 0
     if patch_size_t != PATCH_SIZE_T:
         raise ValueError(f"only temporal patch size 2 is supported, got {patch_size_t}")
     return latent_frames % patch_size_t
@@ -133,33 +132,3 @@ def latent_shape(num_padded_frames: int, geometry: GenerationGeometry, channels:
     vae_latents = latent_frame_count(num_padded_frames)
     frames = vae_latents + latent_padding_frames(vae_latents)
     return (1, frames, channels, *geometry.latent_size)
-
-
-def upscale_video(video: torch.Tensor, factor: float) -> torch.Tensor:
-    """Bicubic upscale of [F, C, H, W] in [0, 1], exactly as the reference, clipped to [0, 1].
-
-    The scale factor (not the target size) goes to the kernel, so sampling
-    positions use `factor` even though the size is floored.
-    """
-    if factor == 1.0:
-        return video
-    return F.interpolate(video, scale_factor=factor, mode="bicubic", align_corners=False).clip(0, 1)
-
-
-def vae_input(video: torch.Tensor, gen_size: tuple[int, int]) -> torch.Tensor:
-    """[F, C, H, W] in [0, 1] -> [1, C, F, h, w] in [-1, 1] at the VAE size (stock diffusers)."""
-    # Imported here so planning code stays importable without the diffusers stack.
-    from diffusers.video_processor import VideoProcessor
-
-    processor = VideoProcessor(vae_scale_factor=VAE_SCALE)
-    return processor.preprocess_video(video, height=gen_size[0], width=gen_size[1])
-
-
-def caption_video(video: torch.Tensor, gen_size: tuple[int, int]) -> torch.Tensor:
-    """[F, C, H, W] resized to the gen size for captioning (reference: bicubic, not clipped)."""
-    return F.interpolate(video, size=gen_size, mode="bicubic")
-
-
-def resize_decoded(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Decoded [F, C, h, w] back to the upscaled size (reference: bilinear, align_corners False)."""
-    return F.interpolate(frames, size=size, mode="bilinear")

@@ -41,16 +41,6 @@ def frame_padding(num_frames: int) -> int:
     return (8 - (num_frames - 1) % 8) % 8
 
 
-def padded_frame_count(num_frames: int) -> int:
-    """Frame count after `frame_padding`: the smallest 8k+1 >= num_frames."""
-    return num_frames + frame_padding(num_frames)
-
-
-def padded_frame_indices(num_frames: int) -> list[int]:
-    """Source frame index for every frame of the padded video (last frame repeated)."""
-    return list(range(num_frames)) + [num_frames - 1] * frame_padding(num_frames)
-
-
 def latent_frame_count(num_padded_frames: int) -> int:
     """Latents the VAE makes from an 8k+1-frame video: the first frame alone, then 4 per latent."""
     return (num_padded_frames - 1) // FRAMES_PER_LATENT + 1
@@ -140,6 +130,12 @@ class TemporalPlan:
     @property
     def output_frames(self) -> int:
         return sum(clip.keep[1] - clip.keep[0] for clip in self.clips)
+
+
+def whole_video_clip(num_frames: int) -> Clip:
+    """The single clip of a video that fits in one clip: padded to 8k+1, every frame kept."""
+    return Clip(index=0, start=0, stop=num_frames, padding=frame_padding(num_frames),
+                latent_ids=(0, 0), owned_ids=(0, 0), keep=(0, num_frames))
 
 
 def plan_temporal(num_frames: int, clip_frames: int) -> TemporalPlan:

@@ -22,7 +22,9 @@ Sizes are dominated by widths the official code hard-codes (320-channel projecto
 connector MLPs), so even the default spec is ~19 MB. The tokenizer is a small sentencepiece unigram
 model trained on the fly on text that covers the Vivid-VR prompts, so those tokenise without `<unk>`.
 
-    python -m vividcli.models.factory OUT_DIR [--seed N]
+    python -m vividcli.testing.checkpoints OUT_DIR [--seed N]
+
+The full-size official configs it shrinks live in `vividcli.testing.configs` (shared with benchmarks/).
 """
 
 from __future__ import annotations
@@ -40,20 +42,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from vividcli.models.controlnet import VividVRControlNetModel
-from vividcli.models.loading import TRANSFORMER_ADDITIONS, CheckpointLayout
+from vividcli.models.layout import TRANSFORMER_ADDITIONS, CheckpointLayout
 from vividcli.models.transformer import VividVRTransformer3DModel
+from vividcli.stages.prompts import NEGATIVE_PROMPT, POSITIVE_SUFFIX
+from vividcli.testing.configs import DIFFUSERS_VERSION, MODEL_INDEX, SCHEDULER_CONFIG, cogvideox_transformer_config
 
-# Prompts of the official inference script (also in the golden JSONs); the tokenizer must cover them.
-POSITIVE_PROMPT = (
-    "Cinematic, High Contrast, highly detailed, taken using a Canon EOS R camera, hyper detailed photo - "
-    "realistic maximum detail, 32k, Color Grading, ultra HD, extreme meticulous detailing, skin pore detailing, "
-    "hyper sharpness, perfect without deformations."
-)
-NEGATIVE_PROMPT = (
-    "painting, oil painting, illustration, drawing, art, sketch, oil painting, cartoon, CG Style, 3D render, "
-    "unreal engine, blurring, dirty, messy, worst quality, low quality, frames, watermark, signature, "
-    "jpeg artifacts, deformed, lowres, over-smooth"
-)
+# The prompts of the official inference script (also in the golden JSONs); the tokenizer must cover them.
+POSITIVE_PROMPT, NEGATIVE_PROMPT = POSITIVE_SUFFIX, NEGATIVE_PROMPT
 _EXTRA_TEXT = [
     "a tile number 0 1 2 3 4 5 6 7 8 9",
     "clip 0 tile number 1 clip 2 tile number 3",
@@ -63,9 +58,6 @@ _EXTRA_TEXT = [
     "An old film scene: a man and a woman talk in a room (black and white, grainy).",
 ]
 
-DIFFUSERS_VERSION = "0.31.0"  # what the official config files carry
-COGVIDEOX = "CogVideoX1.5-5B"
-VIVIDVR = "Vivid-VR"
 EXTRA_IDS = 100
 
 
@@ -129,39 +121,11 @@ class TinySpec:
 
 
 def transformer_config(spec: TinySpec) -> dict:
-    """`transformer/config.json` (stock CogVideoX class name, CogVideoX1.5 values except the sizes)."""
-    return {
-        "_class_name": "CogVideoXTransformer3DModel",
-        "_diffusers_version": DIFFUSERS_VERSION,
-        "activation_fn": "gelu-approximate",
-        "attention_bias": True,
-        "attention_head_dim": spec.attention_head_dim,
-        "dropout": 0.0,
-        "flip_sin_to_cos": True,
-        "freq_shift": 0,
-        "in_channels": 16,
-        "max_text_seq_length": 226,
-        "norm_elementwise_affine": True,
-        "norm_eps": 1e-05,
-        "num_attention_heads": spec.num_attention_heads,
-        "num_layers": spec.num_layers,
-        "ofs_embed_dim": None,
-        "out_channels": 16,
-        "patch_bias": False,
-        "patch_size": spec.patch_size,
-        "patch_size_t": spec.patch_size_t,
-        "sample_frames": 81,
-        "sample_height": 300,
-        "sample_width": 300,
-        "spatial_interpolation_scale": 1.875,
-        "temporal_compression_ratio": 4,
-        "temporal_interpolation_scale": 1.0,
-        "text_embed_dim": spec.text_embed_dim,
-        "time_embed_dim": spec.time_embed_dim,
-        "timestep_activation_fn": "silu",
-        "use_learned_positional_embeddings": False,
-        "use_rotary_positional_embeddings": True,
-    }
+    """`transformer/config.json`: the official CogVideoX1.5-5B values except the sizes of `spec`."""
+    return cogvideox_transformer_config(
+        attention_head_dim=spec.attention_head_dim, num_attention_heads=spec.num_attention_heads,
+        num_layers=spec.num_layers, patch_size=spec.patch_size, patch_size_t=spec.patch_size_t,
+        text_embed_dim=spec.text_embed_dim, time_embed_dim=spec.time_embed_dim)
 
 
 def controlnet_config(spec: TinySpec) -> dict:
@@ -229,37 +193,6 @@ def text_encoder_config(spec: TinySpec, vocab_size: int) -> dict:
         "use_cache": True,
         "vocab_size": vocab_size,
     }
-
-
-# CogVideoX1.5-5B scheduler values (README 3.10).
-SCHEDULER_CONFIG = {
-    "_class_name": "CogVideoXDDIMScheduler",
-    "_diffusers_version": DIFFUSERS_VERSION,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "clip_sample_range": 1.0,
-    "num_train_timesteps": 1000,
-    "prediction_type": "v_prediction",
-    "rescale_betas_zero_snr": True,
-    "sample_max_value": 1.0,
-    "set_alpha_to_one": True,
-    "snr_shift_scale": 1.0,
-    "steps_offset": 0,
-    "timestep_spacing": "trailing",
-    "trained_betas": None,
-}
-
-MODEL_INDEX = {
-    "_class_name": "CogVideoXPipeline",
-    "_diffusers_version": DIFFUSERS_VERSION,
-    "scheduler": ["diffusers", "CogVideoXDDIMScheduler"],
-    "text_encoder": ["transformers", "T5EncoderModel"],
-    "tokenizer": ["transformers", "T5Tokenizer"],
-    "transformer": ["diffusers", "CogVideoXTransformer3DModel"],
-    "vae": ["diffusers", "AutoencoderKLCogVideoX"],
-}
 
 
 # ----------------------------------------------------------------------------------------- weights
@@ -404,7 +337,8 @@ def write_tiny_checkpoint(root: Path | str, spec: TinySpec = TinySpec(), seed: i
     dtype = spec.torch_dtype
     layout = CheckpointLayout(Path(root))
     cog, viv = layout.cogvideox, layout.vividvr
-    for folder in (cog / "transformer", cog / "vae", cog / "text_encoder", cog / "tokenizer", cog / "scheduler", viv / "controlnet"):
+    folders = [cog / sub for sub in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")]
+    for folder in (*folders, viv / "controlnet"):
         folder.mkdir(parents=True, exist_ok=True)
     # Independent generator per component: changing one component's spec leaves the others' weights alone.
     seeds = {name: seed * 1000 + i for i, name in enumerate(["transformer", "controlnet", "vae", "text_encoder"])}
@@ -485,7 +419,7 @@ def checkpoint_size(root: Path | str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vividcli.models.factory",
+        prog="python -m vividcli.testing.checkpoints",
         description="Write a tiny random Vivid-VR checkpoint in the official layout (for tests and demos).",
     )
     parser.add_argument("out_dir", type=Path, help="folder to write (CogVideoX1.5-5B/ and Vivid-VR/ inside)")

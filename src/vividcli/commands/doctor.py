@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vividcli.cache.housekeeping import disk_usage
+from vividcli.cache.store import cache_root
+from vividcli.errors import VividError
+from vividcli.hub import resolve_ckpt_dir
+from vividcli.models.layout import CheckpointLayout
+
+
+def doctor(
+    ckpt_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint folder to check.")] = None,
+) -> None:
+    """Print the environment: versions, devices, codecs, checkpoints, cache."""
+    for line in report(ckpt_dir):
+        typer.echo(line)
 
 
 def _versions() -> Iterator[str]:
@@ -51,28 +67,19 @@ def _codecs() -> Iterator[str]:
 
 
 def _checkpoints(ckpt_dir: Path | None) -> Iterator[str]:
-    from vividcli.errors import VividError
-    from vividcli.models.loading import CheckpointLayout
-
+    root = resolve_ckpt_dir(ckpt_dir)
+    layout = CheckpointLayout(root)
     try:
-        from vividcli.hub import resolve_ckpt_dir
-
-        root = resolve_ckpt_dir(ckpt_dir)
-    except ImportError:
-        root = ckpt_dir or Path(os.environ.get("VIVIDVR_CKPT_DIR", "ckpts"))
-    try:
-        CheckpointLayout(Path(root)).check()
+        layout.check()
         yield f"checkpoints: {root} (complete layout; `vividvr models verify` checks every key)"
     except VividError as exc:
         yield f"checkpoints: {exc}"
-    sr_model = Path(root) / "RealESRGAN" / "RealESRGAN_x2plus.pth"
+    sr_model = layout.realesrgan_model
     yield (f"text fix model: {sr_model}" if sr_model.is_file() else
            f"text fix model: not found at {sr_model} (`vividvr models download --what textfix`)")
 
 
 def _cache() -> Iterator[str]:
-    from vividcli.cache.store import cache_root, disk_usage
-
     root = cache_root(None)
     yield f"cache: {root} ({disk_usage(root) / 2**20:.1f} MiB)" if root.exists() else f"cache: {root} (empty)"
 

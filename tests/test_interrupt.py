@@ -10,13 +10,13 @@ import textwrap
 
 import pytest
 
-from vividcli.cache.signals import GracefulInterrupt, Interrupted, exit_code_for
 from vividcli.errors import VividError
+from vividcli.interrupt import GracefulInterrupt, Interrupted, exit_code_for
 
 # The child mimics the CLI: a loop with safe points, VividError -> one line + its exit code.
 CHILD = textwrap.dedent("""
     import sys, time
-    from vividcli.cache.signals import GracefulInterrupt
+    from vividcli.interrupt import GracefulInterrupt
     from vividcli.errors import VividError
 
     def main(check):

@@ -1,0 +1,231 @@
+"""`vividvr restore`: the command line becomes one validated `RestoreRequest`, then the batch runs.
+
+Every option is checked by `build_request` before any input is opened and before torch is
+imported, so a typo costs well under a second (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vividcli.commands.common import Debug, one_line_errors
+from vividcli.commands.options import (
+    CacheDir,
+    Captioner,
+    CkptDir,
+    ClipFrames,
+    Device,
+    Dtype,
+    Fps,
+    TileSize,
+    TrustRemoteCode,
+    Upscale,
+)
+from vividcli.config import SR_TILE_OVERLAP, RestoreOptions
+from vividcli.devices import check_device_name, dtype_name, resolve_device
+from vividcli.engines.build import EngineSpec, checkpoint_dir, engine_factory
+from vividcli.errors import UsageError
+from vividcli.interrupt import Interrupted
+from vividcli.media.codecs import check_encoding
+from vividcli.media.probe import parse_fps
+from vividcli.progress import make_reporter
+from vividcli.runner import EncodeOptions, Job, plan_jobs, run_batch, summary_line
+from vividcli.stages.caption_file import load_captions_file
+
+ENGINES = ("vivid", "classic", "realesrgan")
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """A whole `vividvr restore` run: what to restore into what, with which engine, how to write it."""
+
+    jobs: tuple[Job, ...]
+    engine: EngineSpec
+    encode: EncodeOptions
+    fps: Fraction | None  # of image-sequence inputs
+    overwrite: bool
+    quiet: bool
+    json_report: bool
+
+
+def restore(
+    inputs: Annotated[list[Path], typer.Argument(help="Video files, image-sequence folders, or folders of videos.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Output file (single input) or folder (several "
+                                        "inputs, or a name ending in /). A name without extension is a folder "
+                                        "of PNG frames.")],
+    engine: Annotated[str, typer.Option(help="vivid: Vivid-VR (needs checkpoints). classic: a deterministic "
+                                        "weight-free restorer (denoise + Lanczos + unsharp), not a neural model. "
+                                        "realesrgan: frame-wise super-resolution with --sr-model (a fast baseline).")] = "vivid",
+    ckpt_dir: CkptDir = None,
+    caption: Annotated[Optional[str], typer.Option(help="One caption for every clip and tile.")] = None,
+    captions_file: Annotated[Optional[Path], typer.Option(help="JSON: per clip, per tile captions "
+                                                          "(as written by `vividvr caption`).")] = None,
+    captioner: Captioner = None,
+    trust_remote_code: TrustRemoteCode = False,
+    upscale: Upscale = 0.0,
+    tile_size: TileSize = 128,
+    clip_frames: ClipFrames = 121,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 6.0,
+    dynamic_cfg: Annotated[bool, typer.Option(help="Use CogVideoX's dynamic CFG schedule.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    restoration_guidance: Annotated[float, typer.Option(
+        help="Restoration-guided sampling exponent s (e.g. 1.5; <= 0: off): each step's clean estimate is "
+             "pulled towards the input by (t/1000)^s, so a larger s pulls less (more realistic), a smaller s "
+             "more (closer to the input).")] = -1.0,
+    fidelity: Annotated[float, typer.Option(help="ControlNet conditioning scale: 1.0 = the paper; lower "
+                                            "lets the model correct more, higher holds the input harder.")] = 1.0,
+    color_fix: Annotated[str, typer.Option(help="adain (match each frame's colours to the input) or none.")] = "adain",
+    textfix: Annotated[bool, typer.Option(help="Put back legible text: text regions (EasyOCR's CRAFT) come from the "
+                                          "Real-ESRGAN-enhanced input (needs the textfix extra; docs/textfix.md).")] = False,
+    sr_model: Annotated[Optional[Path], typer.Option(help="Super-resolution model file (any spandrel-loadable, e.g. "
+                                                     "RealESRGAN_x4plus.pth) for --engine realesrgan and --textfix; "
+                                                     "default <ckpt-dir>/RealESRGAN/RealESRGAN_x2plus.pth.")] = None,
+    sr_tile: Annotated[int, typer.Option(help="Tile size of the super-resolution model in input pixels "
+                                         "(0: whole frames; smaller saves GPU memory).")] = 512,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    fps: Fps = None,
+    recursive: Annotated[bool, typer.Option(help="Look for videos in subfolders of input folders.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Redo inputs whose output already exists.")] = False,
+    codec: Annotated[Optional[str], typer.Option(help="libx264 (default), libx265, prores, ffv1, or png.")] = None,
+    crf: Annotated[Optional[int], typer.Option(help="x264/x265 quality (lower is better).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="x264/x265 speed preset.")] = None,
+    pix_fmt: Annotated[Optional[str], typer.Option(help="Output pixel format (default from codec and input bit depth).")] = None,
+    save_frames: Annotated[Optional[Path], typer.Option(help="Also write the frames as PNGs into this folder.")] = None,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop audio (subtitles and data are still copied).")] = False,
+    cache_dir: CacheDir = None,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="Start fresh even if a cached job exists.")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Save the denoising state every N steps.")] = 1,
+    keep_cache: Annotated[bool, typer.Option(help="Keep a finished job's cached state.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
+    json_report: Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout at the end.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Restore videos or image sequences."""
+
+    def report_error(message: str, code: int) -> None:  # scripts parse stdout whatever happened
+        if json_report:
+            typer.echo(json.dumps({"results": [], "exit_code": code, "error": message}, indent=2))
+
+    with one_line_errors(debug=debug, on_error=report_error):
+        options = RestoreOptions(
+            upscale=upscale, tile_size=tile_size, clip_frames=clip_frames, steps=steps, guidance=guidance,
+            dynamic_cfg=dynamic_cfg, seed=seed, restoration_guidance=restoration_guidance, fidelity=fidelity,
+            color_fix=color_fix)
+        request = build_request(
+            inputs=inputs, output=output, engine=engine, options=options, ckpt_dir=ckpt_dir, caption=caption,
+            captions_file=captions_file, captioner=captioner, trust_remote_code=trust_remote_code,
+            textfix=textfix, sr_model=sr_model, sr_tile=sr_tile, device=device, dtype=dtype, fps=fps,
+            recursive=recursive, overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+            save_frames=save_frames, no_audio=no_audio, cache_dir=cache_dir, no_resume=no_resume,
+            checkpoint_every=checkpoint_every, keep_cache=keep_cache, quiet=quiet, json_report=json_report)
+        code = run(request)
+    raise typer.Exit(code)
+
+
+def build_request(
+    *, inputs: list[Path], output: str, engine: str, options: RestoreOptions, ckpt_dir: Path | None,
+    caption: str | None, captions_file: Path | None, captioner: str | None, trust_remote_code: bool,
+    textfix: bool, sr_model: Path | None, sr_tile: int, device: str, dtype: str, fps: str | None,
+    recursive: bool, overwrite: bool, codec: str | None, crf: int | None, preset: str | None,
+    pix_fmt: str | None, save_frames: Path | None, no_audio: bool, cache_dir: Path | None, no_resume: bool,
+    checkpoint_every: int, keep_cache: bool, quiet: bool, json_report: bool,
+) -> RestoreRequest:
+    """Validate every option in one place: usage errors exit 2 before any input is opened or torch loaded."""
+    if engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    check_caption_options(caption=caption, captions_file=captions_file, captioner=captioner)
+    check_sr_options(engine=engine, textfix=textfix, sr_model=sr_model, sr_tile=sr_tile)
+    if checkpoint_every < 1:
+        raise UsageError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
+    check_device_name(device)
+    dtype = dtype_name(dtype)
+    frame_rate = parse_fps(fps) if fps is not None else None
+    encode = EncodeOptions(codec=None if codec == "png" else codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                           copy_audio=not no_audio)
+    jobs = plan_jobs(list(inputs), output, recursive=recursive, codec=codec, save_frames=save_frames)
+    check_encode_options(encode, jobs, save_frames)
+    if engine == "classic" and not textfix:
+        device = "cpu"  # weight-free: nothing to put on a GPU
+    spec = EngineSpec(
+        engine=engine, options=options, ckpt_dir=ckpt_dir, caption=caption, captions_file=captions_file,
+        captioner=captioner, trust_remote_code=trust_remote_code, device=device, dtype=dtype, textfix=textfix,
+        sr_model=sr_model, sr_tile=sr_tile, cache_dir=cache_dir, resume=not no_resume,
+        checkpoint_every=checkpoint_every, keep_cache=keep_cache,
+        outputs={str(job.input): str(job.output) for job in jobs})
+    if device.startswith("cuda"):
+        resolve_device(device)  # CUDA asked for by name: is there one? (imports torch, which it needs anyway)
+    if engine == "vivid":
+        checkpoint_dir(spec)  # a wrong --ckpt-dir fails now, before any input is opened
+    return RestoreRequest(jobs=tuple(jobs), engine=spec, encode=encode, fps=frame_rate, overwrite=overwrite,
+                          quiet=quiet, json_report=json_report)
+
+
+def check_caption_options(*, caption: str | None, captions_file: Path | None, captioner: str | None) -> None:
+    """At most one caption source; a captions file is read and checked now (its counts per input later)."""
+    given = [flag for flag, value in (("--caption", caption), ("--captions-file", captions_file),
+                                      ("--captioner", captioner)) if value is not None]
+    if len(given) > 1:
+        raise UsageError(f"use either --caption, --captions-file or --captioner, not several: {', '.join(given)}")
+    if captions_file is not None:
+        load_captions_file(captions_file)
+
+
+def check_sr_options(*, engine: str, textfix: bool, sr_model: Path | None, sr_tile: int) -> None:
+    """The super-resolution options (--textfix, --sr-model, --sr-tile) fit the engine."""
+    if textfix and engine == "realesrgan":
+        raise UsageError("--textfix takes text from Real-ESRGAN's output, which --engine realesrgan already is; "
+                         "drop --textfix")
+    if sr_model is not None and engine != "realesrgan" and not textfix:
+        raise UsageError("--sr-model is used by --engine realesrgan and --textfix; add one of them or drop it")
+    if sr_model is not None and not Path(sr_model).is_file():
+        raise UsageError(f"super-resolution model {sr_model} does not exist")
+    if sr_tile < 0 or 0 < sr_tile <= 2 * SR_TILE_OVERLAP:
+        raise UsageError(f"--sr-tile must be 0 (whole frames) or a tile size above {2 * SR_TILE_OVERLAP} pixels, "
+                         f"got {sr_tile}")
+
+
+def check_encode_options(encode: EncodeOptions, jobs: list[Job], save_frames: Path | None) -> None:
+    """Encoder options against every output container, before any input is opened."""
+    suffixes = sorted({job.output.suffix.lower() for job in jobs if job.output.suffix})
+    for suffix in suffixes:
+        check_encoding(encode.codec, crf=encode.crf, preset=encode.preset, pix_fmt=encode.pix_fmt, extension=suffix)
+    if suffixes:
+        return
+    given = [name for name, value in (("--crf", encode.crf), ("--preset", encode.preset),
+                                      ("--pix-fmt", encode.pix_fmt), ("--save-frames", save_frames)) if value]
+    if given:
+        raise UsageError(f"{', '.join(given)} apply to video outputs, but {jobs[0].output} is a folder of PNG "
+                         "frames; drop them or write a .mp4/.mov/.mkv")
+
+
+def run(request: RestoreRequest) -> int:
+    """Run the batch; exit code 0 (all done or skipped), 1 (some failed), 130/143 (interrupted)."""
+    reporter = make_reporter(request.quiet)
+    results = []
+    code = 0
+    try:
+        make_engine = engine_factory(request.engine, reporter)
+        results = run_batch(list(request.jobs), make_engine, request.encode, overwrite=request.overwrite,
+                            fps=request.fps, reporter=reporter, collect=results)
+        code = 1 if any(r.status == "failed" for r in results) else 0
+    except Interrupted as exc:
+        if not any(r.status == "interrupted" for r in results):  # else the runner has said so already
+            reporter.message(f"interrupted: {exc}")
+        code = exc.exit_code
+    finally:
+        reporter.close()
+    if len(results) > 1 or code == 1:
+        reporter.message(summary_line(results))
+    if request.json_report:
+        json.dump({"results": [r.as_dict() for r in results], "exit_code": code}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return code
