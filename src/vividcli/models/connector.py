@@ -3,6 +3,9 @@
 Branch 1 is an MLP of the control tokens; branch 2 is a cross-attention whose queries come from the
 DiT video tokens, keys from an MLP of the control tokens, and values are the control tokens
 themselves. Both are added to the DiT tokens. Parameter names match the official `connectors.pt`.
+
+`scale` is γ of `--fidelity` (CreativeVR's precision knob, h + γ·a): it multiplies the connector's
+residual contribution, so the injected term is linear in γ (γ = 1: as trained, bit for bit).
 """
 
 from __future__ import annotations
@@ -33,10 +36,20 @@ class DualBranchConnector(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # [B, N, D] -> [B, heads, N, D/heads]
 
-    def forward(self, hidden_states: torch.Tensor, control_states: torch.Tensor) -> torch.Tensor:
-        """DiT video tokens [B, N, D] and control tokens [B, M, D] -> updated DiT tokens [B, N, D]."""
+    def forward(self, hidden_states: torch.Tensor, control_states: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """DiT video tokens [B, N, D] and control tokens [B, M, D] -> updated DiT tokens [B, N, D].
+
+        Returns `hidden_states + scale * (attention branch + MLP branch)`.
+        """
+        # 1. Cross-attention: queries from the DiT tokens, keys from an MLP of the control tokens,
+        #    values the control tokens themselves
         q = self.norm_q(self._heads(self.to_q(hidden_states)))
         k = self.norm_k(self._heads(self.to_k(control_states)))
         v = self._heads(control_states)
         attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
-        return hidden_states + self.out_layer(attended) + self.c_mlp(control_states)
+
+        # 2. Residual, each branch times γ; at γ = 1 exactly the reference's `h + out_layer(attn) + c_mlp(c)`
+        attention_branch, mlp_branch = self.out_layer(attended), self.c_mlp(control_states)
+        if scale != 1.0:
+            attention_branch, mlp_branch = scale * attention_branch, scale * mlp_branch
+        return hidden_states + attention_branch + mlp_branch

@@ -2,8 +2,13 @@
 
 It has its own timestep embedding, patch embedding, control feature projector and control patch
 embed (official file `Vivid-VR/controlnet/diffusion_pytorch_model.safetensors`). Its outputs are the
-video tokens after each block, multiplied by `conditioning_scale` -- CreativeVR's precision knob,
-exposed as `--fidelity` (1.0 = the paper's setting; lower values loosen the hold of the input).
+video tokens after each block, multiplied by `conditioning_scale` (diffusers' ControlNet convention;
+1.0 = as trained).
+
+`--fidelity` does not use `conditioning_scale`: nothing the ControlNet computes enters the frozen
+DiT except through the transformer's connectors, so γ scales those residuals (and the transformer's
+control patch embedding) in `VividVRTransformer3DModel`, where the injected term is linear in γ; at
+γ = 0 the sampler does not run the ControlNet at all.
 """
 
 from __future__ import annotations
@@ -141,6 +146,7 @@ class VividVRControlNetModel(ModelMixin, ConfigMixin):
         """Noisy latents [B, F, C, H, W] and control latents -> video-token states [B, N, D] per block.
 
         The control latents have batch B, or batch 1 to be projected once and shared by the batch.
+        `conditioning_scale` multiplies the states (the sampler leaves it at 1; see the module docstring).
         """
         # 1. Time embedding
         emb = embed_timestep(self, timestep, hidden_states.dtype, timestep_cond, ofs)

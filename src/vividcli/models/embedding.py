@@ -45,22 +45,32 @@ def embed_timestep(
 
 
 def embed_tokens(
-    model: nn.Module, text: torch.Tensor, latents: torch.Tensor, control_latents: torch.Tensor, emb: torch.Tensor
+    model: nn.Module,
+    text: torch.Tensor,
+    latents: torch.Tensor,
+    control_latents: torch.Tensor,
+    emb: torch.Tensor,
+    control_scale: float = 1.0,
 ) -> torch.Tensor:
-    """[text tokens; video tokens] of the noisy latents with the control branch added.
+    """[text tokens; video tokens] of the noisy latents with the control branch added, times `control_scale`.
 
     `control_latents` has the batch of `latents` or batch 1. Batch 1 (under CFG both halves share the
     control latents) runs the projector once and broadcasts its output to the batch before the
-    control patch embed, whose text part differs per batch entry.
+    control patch embed, whose text part differs per batch entry. `control_scale` is γ of
+    `--fidelity` in the transformer: at 0 the control branch is not computed at all (the stock
+    CogVideoX input), at 1 it is added as trained.
     """
     batch = latents.shape[0]
     if control_latents.shape[0] not in (1, batch):
         raise ValueError(f"control latents have batch {control_latents.shape[0]}; expected 1 or {batch}")
+    tokens = model.embedding_dropout(model.patch_embed(text, latents))
+    if control_scale == 0:
+        return tokens
     if emb.shape[0] > 1:  # one timestep per batch entry: each entry needs its own projection
         control_latents = control_latents.expand(batch, *control_latents.shape[1:])
-    tokens = model.embedding_dropout(model.patch_embed(text, latents))
     projected = model.control_feat_proj(control_latents, emb)
-    return tokens + model.control_patch_embed(text, projected.expand(batch, *projected.shape[1:]))
+    control = model.control_patch_embed(text, projected.expand(batch, *projected.shape[1:]))
+    return tokens + (control if control_scale == 1.0 else control_scale * control)
 
 
 def unpatchify(tokens: torch.Tensor, frames: int, height: int, width: int, p: int, p_t: int | None) -> torch.Tensor:

@@ -12,6 +12,12 @@ official `Vivid-VR/*.pt` files:
 The model input has 2x16 channels: noisy latents, then control latents. Alternatively the noisy
 latents come alone and `control_latents=` separately, possibly with batch 1 for a CFG batch of 2
 (the control feature projector then runs once instead of on two identical halves).
+
+`conditioning_scale` is γ of `--fidelity`, CreativeVR's precision knob as a residual modulation
+h + γ·a of everything Vivid-VR injects into the frozen DiT: the control patch embedding added to the
+DiT input and each connector's residual. γ = 1 is the trained model (bit for bit); γ = 0 skips the
+control branch and the connectors, which leaves exactly the stock CogVideoX prediction with the
+same backbone weights; values in between scale the injected terms linearly.
 """
 
 from __future__ import annotations
@@ -64,28 +70,32 @@ class VividVRTransformer3DModel(CogVideoXTransformer3DModel):
         return_dict: bool = True,
         *,
         control_latents: torch.Tensor | None = None,
+        conditioning_scale: float = 1.0,
     ) -> tuple[torch.Tensor] | Transformer2DModelOutput:
         """Noise prediction for [noisy | control] latents [B, F, 2C, H, W] -> [B, F, C, H, W].
 
         With `control_latents` ([B or 1, F, C, H, W]) given, `hidden_states` holds the noisy latents
         alone. `control_hidden_states` are the ControlNet's per-block video-token states; `None` skips
         the connectors (the control projector and control patch embed still apply).
+        `conditioning_scale` (γ, `--fidelity`) scales the control patch embedding and every connector's
+        residual; at 0 neither is computed and the control latents and states are ignored.
         """
         latents = hidden_states
         if control_latents is None:
             latents, control_latents = hidden_states.chunk(2, dim=2)
         frames, _, height, width = latents.shape[1:]
+        connect = control_hidden_states is not None and conditioning_scale != 0
 
         # 1. Time embedding
         emb = embed_timestep(self, timestep, latents.dtype, timestep_cond, ofs)
 
-        # 2. Patch embedding with the control branch added
-        tokens = embed_tokens(self, encoder_hidden_states, latents, control_latents, emb)
+        # 2. Patch embedding with the control branch added (times γ)
+        tokens = embed_tokens(self, encoder_hidden_states, latents, control_latents, emb, conditioning_scale)
         text_length = encoder_hidden_states.shape[1]
         text_tokens, video_tokens = tokens[:, :text_length], tokens[:, text_length:]
 
-        # 3. DiT blocks, each followed by its connector
-        interval = math.ceil(len(self.transformer_blocks) / len(control_hidden_states or [None]))
+        # 3. DiT blocks, each followed by its connector (residual times γ)
+        interval = math.ceil(len(self.transformer_blocks) / len(control_hidden_states)) if connect else 0
         for i, block in enumerate(self.transformer_blocks):
             video_tokens, text_tokens = block(
                 hidden_states=video_tokens,
@@ -94,8 +104,9 @@ class VividVRTransformer3DModel(CogVideoXTransformer3DModel):
                 image_rotary_emb=image_rotary_emb,
                 attention_kwargs=attention_kwargs,
             )
-            if control_hidden_states is not None:
-                video_tokens = self.connectors[i](video_tokens, control_hidden_states[i // interval])
+            if connect:
+                state = control_hidden_states[i // interval]
+                video_tokens = self.connectors[i](video_tokens, state, conditioning_scale)
 
         # 4. Output normalisation and projection
         video_tokens = self.norm_final(video_tokens)

@@ -27,7 +27,7 @@ class SamplerSettings:
     guidance: float = 6.0
     dynamic_cfg: bool = False
     restoration_guidance: float = -1.0  # <= 0: off
-    fidelity: float = 1.0  # ControlNet conditioning scale
+    fidelity: float = 1.0  # γ: scales what Vivid-VR injects into the DiT (1 = as trained, 0 = stock CogVideoX)
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,8 @@ def predict_noise(
 
     The control latents and the timestep are the same for both CFG halves, so they stay at batch 1:
     each model runs its control feature projector once and broadcasts the result to the CFG batch.
+    `settings.fidelity` (γ) goes to the transformer, which scales its control injections by it; at
+    γ = 0 nothing of the ControlNet reaches the DiT, so it is not run.
     """
     cfg = transformer.config
     frames, _, height, width = latents.shape[1:]
@@ -118,9 +120,10 @@ def predict_noise(
     x = torch.cat([latents, latents]) if use_cfg else latents
     text = torch.cat([negative_embeds, embeds]) if use_cfg else embeds
     t = timestep.expand(latents.shape[0])
-    states = controlnet(x, text, control_latents, t, image_rotary_emb=rope, conditioning_scale=settings.fidelity)
+    states = controlnet(x, text, control_latents, t, image_rotary_emb=rope) if settings.fidelity != 0 else None
     noise = transformer(
-        x, text, t, control_hidden_states=states, image_rotary_emb=rope, control_latents=control_latents
+        x, text, t, control_hidden_states=states, image_rotary_emb=rope, control_latents=control_latents,
+        conditioning_scale=settings.fidelity,
     ).sample.float()
     if not use_cfg:
         return noise
