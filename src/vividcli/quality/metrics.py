@@ -15,7 +15,6 @@ import math
 
 import cv2
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio
 
 __all__ = ["to_y", "luma_difference", "psnr", "ssim_per_channel", "frame_metrics", "PSNR_CAP_DB", "SSIM_SIGMA",
            "SSIM_WIN"]
@@ -45,6 +44,8 @@ def psnr(ref: np.ndarray, out: np.ndarray) -> float:
     """PSNR in dB over all pixels and channels, data range 1 (inf for identical images)."""
     if np.array_equal(ref, out):
         return math.inf  # scikit-image divides by zero here (and warns); the answer is known
+    from skimage.metrics import peak_signal_noise_ratio  # imports SciPy: ~4 s, so only when measuring
+
     return float(peak_signal_noise_ratio(ref, out, data_range=1.0))
 
 
