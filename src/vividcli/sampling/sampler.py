@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 import torch
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
-from vividcli.sampling.scheduler import GuidedDPMSolver
 from vividcli.planning.clips import LatentCopy
 from vividcli.planning.tiles import Tile, tile_weight_mask
+from vividcli.sampling.scheduler import GuidedDPMSolver
 
 
 @dataclass(frozen=True)
