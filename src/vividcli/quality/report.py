@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from vividcli.errors import MediaError
+from vividcli.files import commit_file, temp_path
 
 __all__ = ["atomic_write", "per_frame_bytes", "print_table", "plot_png", "LABELS"]
 
@@ -20,20 +20,17 @@ LABELS = {"psnr": "PSNR RGB (dB)", "psnr_y": "PSNR Y (dB)", "ssim": "SSIM RGB", 
 
 
 def atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write `data` to a hidden temporary file beside `path` and rename it into place."""
+    """Write `data` under a hidden temporary name beside `path`, then rename it into place
+    (vividcli.files); without `overwrite`, a file that appeared meanwhile is kept."""
     path = Path(path)
     if not path.parent.is_dir():
         raise MediaError(f"output folder does not exist: {path.parent} (create it first)")
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp = temp_path(path.parent, path.name)
     try:
         tmp.write_bytes(data)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if the target appeared meanwhile
-            except FileExistsError:
-                raise MediaError(f"{path} appeared while writing; kept it (pass --overwrite to replace)") from None
+        commit_file(tmp, path, overwrite=overwrite)
+    except FileExistsError:
+        raise MediaError(f"{path} appeared while writing; kept it (pass --overwrite to replace)") from None
     except OSError as exc:
         raise MediaError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
