@@ -44,6 +44,7 @@ def video(tmp_path_factory) -> Path:
     (["restore", "IN", "-o", "OUT", "--fps", "0"], 2, "frame rate"),
     (["restore", "IN", "-o", "OUT", "--ckpt-dir", "NOWHERE"], 1, "does not exist"),
     (["restore", "IN", "-o", "OUT", "--crf", "99"], 2, "--crf"),
+    (["restore", "IN", "-o", "OUT", "--dtype", "float16"], 2, "overflow"),
     (["caption", "missing.mp4", "-o", "OUT"], 2, "does not exist"),
     (["caption", "IN", "-o", "OUT", "--clip-frames", "20"], 2, "8k+1"),
 ])

@@ -61,3 +61,12 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | str) -
     if dtype is None or dtype == "auto":
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     return getattr(torch, dtype_name(dtype))
+
+
+def check_vivid_dtype(name: str) -> None:
+    """The Vivid-VR models compute in bfloat16 or float32 only; float16 is refused with the reason."""
+    if dtype_name(name) == "float16":
+        raise UsageError("--dtype float16 is not supported by the vivid engine: the T5-v1.1 text encoder and the "
+                         "CogVideoX transformer overflow in float16 (black or NaN frames); use bfloat16 (the default "
+                         "on CUDA) or float32")
+

@@ -29,7 +29,7 @@ from vividcli.commands.options import (
     Upscale,
 )
 from vividcli.config import SR_TILE_OVERLAP, RestoreOptions
-from vividcli.devices import check_device_name, dtype_name, resolve_device
+from vividcli.devices import check_device_name, check_vivid_dtype, dtype_name, resolve_device
 from vividcli.engines.build import EngineSpec, checkpoint_dir, engine_factory
 from vividcli.errors import UsageError
 from vividcli.interrupt import Interrupted
@@ -64,25 +64,28 @@ def restore(
                                         "weight-free restorer (denoise + Lanczos + unsharp), not a neural model. "
                                         "realesrgan: frame-wise super-resolution with --sr-model (a fast baseline).")] = "vivid",
     ckpt_dir: CkptDir = None,
-    caption: Annotated[Optional[str], typer.Option(help="One caption for every clip and tile.")] = None,
+    caption: Annotated[Optional[str], typer.Option(help="One caption for every clip and tile (no captioner is run).")] = None,
     captions_file: Annotated[Optional[Path], typer.Option(help="JSON: per clip, per tile captions "
-                                                          "(as written by `vividvr caption`).")] = None,
+                                                          "(as written by `vividvr caption`; no captioner is run).")] = None,
     captioner: Captioner = None,
     trust_remote_code: TrustRemoteCode = False,
     upscale: Upscale = 0.0,
     tile_size: TileSize = 128,
     clip_frames: ClipFrames = 121,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 6.0,
-    dynamic_cfg: Annotated[bool, typer.Option(help="Use CogVideoX's dynamic CFG schedule.")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    steps: Annotated[int, typer.Option(help="Denoising steps (DPM-solver; vivid engine).")] = 50,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (vivid engine).")] = 6.0,
+    dynamic_cfg: Annotated[bool, typer.Option(help="Vary the guidance scale over the steps with CogVideoX's "
+                                              "dynamic-CFG formula, computed as the reference does "
+                                              "(docs/architecture.md; vivid engine).")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed of the initial noise and the solver (vivid engine).")] = 42,
     restoration_guidance: Annotated[float, typer.Option(
         help="Restoration-guided sampling exponent s (e.g. 1.5; <= 0: off): each step's clean estimate is "
-             "pulled towards the input by (t/1000)^s, so a larger s pulls less (more realistic), a smaller s "
-             "more (closer to the input).")] = -1.0,
+             "pulled towards the encoded input by (t/1000)^s, so a larger s pulls less (more realistic), a smaller "
+             "s more (closer to the input). Vivid engine.")] = -1.0,
     fidelity: Annotated[float, typer.Option(help="ControlNet conditioning scale: 1.0 = the paper; lower "
                                             "lets the model correct more, higher holds the input harder.")] = 1.0,
-    color_fix: Annotated[str, typer.Option(help="adain (match each frame's colours to the input) or none.")] = "adain",
+    color_fix: Annotated[str, typer.Option(help="adain: match each output frame's per-channel mean and standard "
+                                           "deviation to the upscaled input frame; none. Vivid engine.")] = "adain",
     textfix: Annotated[bool, typer.Option(help="Put back legible text: text regions (EasyOCR's CRAFT) come from the "
                                           "Real-ESRGAN-enhanced input (needs the textfix extra; docs/textfix.md).")] = False,
     sr_model: Annotated[Optional[Path], typer.Option(help="Super-resolution model file (any spandrel-loadable, e.g. "
@@ -95,16 +98,22 @@ def restore(
     fps: Fps = None,
     recursive: Annotated[bool, typer.Option(help="Look for videos in subfolders of input folders.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Redo inputs whose output already exists.")] = False,
-    codec: Annotated[Optional[str], typer.Option(help="libx264 (default), libx265, prores, ffv1, or png.")] = None,
-    crf: Annotated[Optional[int], typer.Option(help="x264/x265 quality (lower is better).")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="x264/x265 speed preset.")] = None,
+    codec: Annotated[Optional[str], typer.Option(help="libx264 (default), libx265, prores, ffv1, or png "
+                                                 "(a folder of PNG frames).")] = None,
+    crf: Annotated[Optional[int], typer.Option(help="x264/x265 quality, 0-51, lower is better (default 18 for "
+                                               "libx264, 20 for libx265).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="x264/x265 speed preset (default medium).")] = None,
     pix_fmt: Annotated[Optional[str], typer.Option(help="Output pixel format (default from codec and input bit depth).")] = None,
     save_frames: Annotated[Optional[Path], typer.Option(help="Also write the frames as PNGs into this folder.")] = None,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop audio (subtitles and data are still copied).")] = False,
     cache_dir: CacheDir = None,
-    no_resume: Annotated[bool, typer.Option("--no-resume", help="Start fresh even if a cached job exists.")] = False,
-    checkpoint_every: Annotated[int, typer.Option(help="Save the denoising state every N steps.")] = 1,
-    keep_cache: Annotated[bool, typer.Option(help="Keep a finished job's cached state.")] = False,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="Denoise from the start even if a cached job "
+                                            "exists (its cached model captions are still used).")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Save the denoising state to the job cache every N steps "
+                                                  "(and always after the last step and on Ctrl-C).")] = 1,
+    keep_cache: Annotated[bool, typer.Option(help="Keep a finished job's denoising state and conditioning in the "
+                                             "cache (by default only its small JSON entries, such as model "
+                                             "captions, are kept).")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
     json_report: Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout at the end.")] = False,
     debug: Debug = False,
@@ -148,6 +157,8 @@ def build_request(
         raise UsageError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
     check_device_name(device)
     dtype = dtype_name(dtype)
+    if engine == "vivid":
+        check_vivid_dtype(dtype)
     frame_rate = parse_fps(fps) if fps is not None else None
     encode = EncodeOptions(codec=None if codec == "png" else codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                            copy_audio=not no_audio)

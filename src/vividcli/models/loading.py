@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from vividcli.devices import check_vivid_dtype
 from vividcli.errors import CheckpointError, describe_exception
 from vividcli.models.controlnet import VividVRControlNetModel
 from vividcli.models.layout import HOW_TO_GET, TRANSFORMER_ADDITIONS, CheckpointLayout
@@ -225,7 +226,10 @@ class VividVRModels:
 
 
 def load_models(ckpt_dir: Path | str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> VividVRModels:
-    """Load and check everything in the official layout; the first problem raises a one-line CheckpointError."""
+    """Load and check everything in the official layout; the first problem raises a one-line CheckpointError.
+
+    `dtype` is bfloat16 or float32 (float16 overflows in T5 and the transformer: a UsageError)."""
+    check_vivid_dtype(str(dtype).removeprefix("torch."))
     layout = CheckpointLayout(Path(ckpt_dir))
     layout.check()
     return VividVRModels(
