@@ -33,7 +33,7 @@ def font(size: int) -> ImageFont.ImageFont:
 def label_sprite(text: str, height: int) -> tuple[np.ndarray, np.ndarray]:
     """(RGB float32, alpha float32 HxWx1) of `text` in white on a translucent dark box, sized for a
     panel `height` pixels tall."""
-    size = max(9, round(height / 22))
+    size = max(11, round(height / 20))
     f = font(size)
     left, top, right, bottom = f.getbbox(text)
     pad = max(2, size // 4)
