@@ -117,6 +117,15 @@ def test_usage_errors_exit_2(clips, tmp_path, args):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_existing_output_is_kept_without_overwrite(clips, tmp_path):
+    out = tmp_path / "out.png"
+    out.write_bytes(b"keep")
+    result = runner.invoke(app, ["compare", str(clips["a"]), str(clips["b"]), "-o", str(out), "--png"])
+    assert result.exit_code == 1 and "--overwrite" in result.stderr and out.read_bytes() == b"keep"
+    compare(str(clips["a"]), str(clips["b"]), "-o", str(out), "--png", "--overwrite")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_a_bad_input_fails_in_one_line_and_writes_nothing(clips, tmp_path):
     bad = tmp_path / "bad.mkv"
     bad.write_text("nope")

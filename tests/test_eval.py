@@ -129,7 +129,7 @@ def test_existing_per_frame_file_is_kept_without_overwrite(clips, tmp_path):
     existing = tmp_path / "frames.csv"
     existing.write_text("mine")
     result = runner.invoke(app, ["eval", str(clips["pan"]), "--per-frame", str(existing)])
-    assert result.exit_code == 2 and existing.read_text() == "mine"
+    assert result.exit_code == 1 and "--overwrite" in result.stderr and existing.read_text() == "mine"
     assert runner.invoke(app, ["eval", str(clips["pan"]), "--per-frame", str(existing), "--overwrite",
                                "-q"]).exit_code == 0
     assert existing.read_text().startswith("frame,")

@@ -91,8 +91,8 @@ class CompareConfig:
             check_encoding(codec, crf=crf, extension=out.suffix)
         elif codec is not None or crf is not None:
             raise UsageError("--codec/--crf do not apply to a --png contact sheet")
-        if out.exists() and not overwrite:
-            raise UsageError(f"output exists: {out} (pass --overwrite to replace it, or choose another path)")
+        if out.exists() and not overwrite:  # refused like the media writer refuses: exit 1
+            raise MediaError(f"output exists: {out} (pass --overwrite to replace it, or choose another path)")
         return cls(inputs=inputs, output=out, layout=layout, labels=names, crop=box, zoom=zoom, frames=stills,
                    png=png, align=align, codec=codec, crf=crf, fps=fps, audio=audio, overwrite=overwrite,
                    quiet=quiet, json=json)

@@ -68,9 +68,9 @@ class EvalConfig:
             raise UsageError("--lpips-weights needs --ref (LPIPS compares each frame with the reference)")
         if config.lpips_weights is not None and not config.lpips_weights.is_file():
             raise UsageError(f"--lpips-weights: no such file: {config.lpips_weights}")
-        for written in (config.per_frame, config.plot):
+        for written in (config.per_frame, config.plot):  # refused like the media writer refuses: exit 1
             if written is not None and written.exists() and not overwrite:
-                raise UsageError(f"{written} exists (pass --overwrite to replace it, or choose another path)")
+                raise MediaError(f"output exists: {written} (pass --overwrite to replace it, or choose another path)")
         return config
 
 
