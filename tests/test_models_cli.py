@@ -220,7 +220,7 @@ def test_commands_use_the_environment_folder(ckpt, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- download
 
-@pytest.mark.parametrize("what", ["required", "vividvr", "cogvideox", "captioner", "textfix", "all"])
+@pytest.mark.parametrize("what", ["default", "required", "vividvr", "cogvideox", "captioner", "textfix", "all"])
 def test_download_offline_fails_fast_with_one_line(tmp_path, monkeypatch, what):
     import huggingface_hub
 

@@ -97,7 +97,7 @@ def test_caption_command_writes_the_template_restore_reads(tmp_path, tiny_ckpt_d
     src = make_av_mp4(tmp_path / "in.mp4", num_frames=12)
     captions = tmp_path / "captions.json"
     tiling = ["--upscale", "1", "--tile-size", "4", "--clip-frames", "9"]
-    result = CliRunner().invoke(app, ["caption", str(src), "-o", str(captions), *tiling])
+    result = CliRunner().invoke(app, ["caption", str(src), "-o", str(captions), *tiling, "--captioner", "none"])
     assert result.exit_code == 0, result.output
     data = json.loads(captions.read_text())
     plan = plan_restoration(12, probe(src).height, probe(src).width, replace(OPTIONS, seed=42))

@@ -29,6 +29,7 @@ CkptDir = Annotated[Optional[Path], typer.Option(
 
 
 class What(str, Enum):
+    default = "default"
     required = "required"
     vividvr = "vividvr"
     cogvideox = "cogvideox"
@@ -51,9 +52,11 @@ def _size(n: int) -> str:
 def download(
     what: Annotated[What, typer.Option(
         "--what", case_sensitive=False,
-        help="required: Vivid-VR + CogVideoX1.5-5B (what `restore` needs, ~30 GB); vividvr; cogvideox; "
-             "captioner: CogVLM2 (~25 GB, automatic captions); textfix: Real-ESRGAN x2 (text fix); all.",
-    )] = What.required,
+        help="default: what `restore` uses without caption options, i.e. required + captioner (~39 GB). "
+             "required: the restoration models only, Vivid-VR + CogVideoX1.5-5B (~30 GB; `restore` then "
+             "warns and uses empty captions). Or one part: vividvr; cogvideox; captioner (Qwen3-VL-4B-Instruct, "
+             "~8.9 GB, automatic captions); textfix (Real-ESRGAN x2plus, 64 MiB). all: every part.",
+    )] = What.default,
     ckpt_dir: CkptDir = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show download progress bars.")] = True,
 ) -> None:

@@ -14,21 +14,26 @@ import typer
 CkptDir = Annotated[Optional[Path], typer.Option(
     help="Checkpoint folder (official layout); default $VIVIDVR_CKPT_DIR or `vividvr models path`.")]
 Captioner = Annotated[Optional[str], typer.Option(
-    help="A vision-language model (Hugging Face id or folder) that captions each clip and tile, "
-         "or none (empty captions, the default).")]
+    help="Vision-language model (Hugging Face id or folder, loaded with transformers' Auto classes) that "
+         "captions each clip and tile; none: empty captions. Default: Qwen3-VL-4B-Instruct from the checkpoint "
+         "folder (`vividvr models download --what captioner`); when it is not there, a warning and empty captions.",
+    show_default=False)]
 TrustRemoteCode = Annotated[bool, typer.Option(
-    help="Allow the captioner to run code shipped with its checkpoint (needed by CogVLM2; off by default).")]
+    help="Allow a --captioner model to run Python code shipped with its checkpoint (off by default; the default "
+         "captioner does not need it).")]
 Upscale = Annotated[float, typer.Option(
     help="0: short side to 1024 px (the paper's setting); otherwise a scale factor.")]
 TileSize = Annotated[int, typer.Option(
-    help="Spatial tile in latent pixels (x8 image pixels); stride is half.")]
+    help="Spatial tile in latent pixels (x8 image pixels; even), stride half of it; smaller tiles need less GPU "
+         "memory, more tiles more time.")]
 ClipFrames = Annotated[int, typer.Option(
     help="Frames per temporal clip (8k+1); longer videos are split with half overlap and merged every step.")]
 Fps = Annotated[Optional[str], typer.Option(
     help="Frame rate of image-sequence inputs (e.g. 24, 30000/1001).")]
 Device = Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda, cuda:N.")]
 Dtype = Annotated[str, typer.Option(
-    help="auto (bfloat16 on cuda, float32 on cpu), bfloat16, float16, float32.")]
+    help="auto: bfloat16 on cuda, float32 on cpu (Real-ESRGAN models: float16 on cuda where they support it); "
+         "or bfloat16, float32, float16 (not for Vivid-VR: it overflows).")]
 Overwrite = Annotated[bool, typer.Option(help="Replace outputs that already exist.")]
 CacheDir = Annotated[Optional[Path], typer.Option(
     help="Job cache folder (default $VIVIDVR_CACHE_DIR or the user cache).")]

@@ -28,7 +28,7 @@ from vividcli.commands.options import (
     TrustRemoteCode,
     Upscale,
 )
-from vividcli.config import SR_TILE_OVERLAP, RestoreOptions
+from vividcli.config import OFFLOAD_MODES, SR_TILE_OVERLAP, RestoreOptions
 from vividcli.devices import check_device_name, check_vivid_dtype, dtype_name, resolve_device
 from vividcli.engines.build import EngineSpec, checkpoint_dir, engine_factory
 from vividcli.errors import UsageError
@@ -95,6 +95,11 @@ def restore(
                                          "(0: whole frames; smaller saves GPU memory).")] = 512,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    offload: Annotated[str, typer.Option(
+        help="Where the vivid engine keeps its models: none (all on the GPU), model (the denoising models on the "
+             "GPU only while denoising), group (one block at a time), sequential (one layer at a time: least "
+             "memory, slowest), or auto (by the GPU's free memory; none on the CPU). T5 and the VAE are on the "
+             "GPU only for their stages in every mode.")] = "auto",
     fps: Fps = None,
     recursive: Annotated[bool, typer.Option(help="Look for videos in subfolders of input folders.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Redo inputs whose output already exists.")] = False,
@@ -104,7 +109,8 @@ def restore(
                                                "libx264, 20 for libx265).")] = None,
     preset: Annotated[Optional[str], typer.Option(help="x264/x265 speed preset (default medium).")] = None,
     pix_fmt: Annotated[Optional[str], typer.Option(help="Output pixel format (default from codec and input bit depth).")] = None,
-    save_frames: Annotated[Optional[Path], typer.Option(help="Also write the frames as PNGs into this folder.")] = None,
+    save_frames: Annotated[Optional[Path], typer.Option(help="Also write the frames as PNGs into this folder "
+                                                        "(with several inputs, one subfolder per input).")] = None,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop audio (subtitles and data are still copied).")] = False,
     cache_dir: CacheDir = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Denoise from the start even if a cached job "
@@ -114,7 +120,7 @@ def restore(
     keep_cache: Annotated[bool, typer.Option(help="Keep a finished job's denoising state and conditioning in the "
                                              "cache (by default only its small JSON entries, such as model "
                                              "captions, are kept).")] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors (no progress, no warnings).")] = False,
     json_report: Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout at the end.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -132,7 +138,7 @@ def restore(
         request = build_request(
             inputs=inputs, output=output, engine=engine, options=options, ckpt_dir=ckpt_dir, caption=caption,
             captions_file=captions_file, captioner=captioner, trust_remote_code=trust_remote_code,
-            textfix=textfix, sr_model=sr_model, sr_tile=sr_tile, device=device, dtype=dtype, fps=fps,
+            textfix=textfix, sr_model=sr_model, sr_tile=sr_tile, device=device, dtype=dtype, offload=offload, fps=fps,
             recursive=recursive, overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
             save_frames=save_frames, no_audio=no_audio, cache_dir=cache_dir, no_resume=no_resume,
             checkpoint_every=checkpoint_every, keep_cache=keep_cache, quiet=quiet, json_report=json_report)
@@ -143,7 +149,7 @@ def restore(
 def build_request(
     *, inputs: list[Path], output: str, engine: str, options: RestoreOptions, ckpt_dir: Path | None,
     caption: str | None, captions_file: Path | None, captioner: str | None, trust_remote_code: bool,
-    textfix: bool, sr_model: Path | None, sr_tile: int, device: str, dtype: str, fps: str | None,
+    textfix: bool, sr_model: Path | None, sr_tile: int, device: str, dtype: str, offload: str, fps: str | None,
     recursive: bool, overwrite: bool, codec: str | None, crf: int | None, preset: str | None,
     pix_fmt: str | None, save_frames: Path | None, no_audio: bool, cache_dir: Path | None, no_resume: bool,
     checkpoint_every: int, keep_cache: bool, quiet: bool, json_report: bool,
@@ -159,6 +165,8 @@ def build_request(
     dtype = dtype_name(dtype)
     if engine == "vivid":
         check_vivid_dtype(dtype)
+    if offload not in OFFLOAD_MODES:
+        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
     frame_rate = parse_fps(fps) if fps is not None else None
     encode = EncodeOptions(codec=None if codec == "png" else codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                            copy_audio=not no_audio)
@@ -170,7 +178,7 @@ def build_request(
         engine=engine, options=options, ckpt_dir=ckpt_dir, caption=caption, captions_file=captions_file,
         captioner=captioner, trust_remote_code=trust_remote_code, device=device, dtype=dtype, textfix=textfix,
         sr_model=sr_model, sr_tile=sr_tile, cache_dir=cache_dir, resume=not no_resume,
-        checkpoint_every=checkpoint_every, keep_cache=keep_cache,
+        checkpoint_every=checkpoint_every, keep_cache=keep_cache, offload=offload,
         outputs={str(job.input): str(job.output) for job in jobs})
     if device.startswith("cuda"):
         resolve_device(device)  # CUDA asked for by name: is there one? (imports torch, which it needs anyway)

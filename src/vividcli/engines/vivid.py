@@ -1,6 +1,11 @@
 """The Vivid-VR engine: the paper's restoration, resumable step by step through the job cache.
 
-Per input it plans the run, gathers captions, and streams `pipeline.restore_frames`. With a cache
+Per input it plans the run, gathers captions, and streams `pipeline.restore_frames`. Captions come
+from `--caption`/`--captions-file`, else from a vision-language model: `--captioner MODEL`, or by
+default the captioner in the checkpoint folder (`stages.captioners.choose_captioner`; when it is not
+installed the engine warns once and uses empty captions). The captioning model is loaded, run and
+freed before the restoration models are loaded; in a batch, the restoration models are freed before
+the next input is captioned, so the two never share the GPU. With a cache
 (the default for file inputs) each clip's conditioning (control latents, prompt embeddings) is saved
 once it is encoded, and the denoising state after encoding and after every step, atomically;
 re-running the same command with the same input, checkpoint and options resumes from the last saved
@@ -11,6 +16,7 @@ random generator. Entries and what a resume skips: docs/cache.md.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
@@ -32,16 +38,18 @@ from vividcli.cache.store import (
     save_state,
 )
 from vividcli.config import RestoreOptions
+from vividcli.hub import download_command
 from vividcli.interrupt import GracefulInterrupt, Interrupted
 from vividcli.media.reader import FrameSource
 from vividcli.models.loading import VividVRModels, load_models
+from vividcli.models.offload import resolve_offload
 from vividcli.pipeline import PreparedClips, conditioning_mismatch, restore_frames
 from vividcli.planning.geometry import plan_geometry
 from vividcli.planning.plan import RestorePlan, plan_restoration
 from vividcli.progress import NullProgress, Progress
 from vividcli.sampling.sampler import ClipConditioning, DenoiseState
 from vividcli.stages.caption import CaptionsFile, FixedCaptions, NoCaptions, generate_captions
-from vividcli.stages.captioners import make_captioner
+from vividcli.stages.captioners import CaptionerChoice, choose_captioner, make_captioner
 
 CACHE_FORMAT_VERSION = 1
 CONDITIONING_TENSORS = ("control_latents", "prompt_embeds", "negative_prompt_embeds")  # ClipConditioning's fields
@@ -68,13 +76,16 @@ class VividSettings:
     dtype: torch.dtype = torch.float32
     caption: str | None = None  # one caption for every clip and tile
     captions_file: Path | None = None
-    captioner: str | None = None  # a vision-language model id or path; None or "none": empty captions
+    # A vision-language model id or folder; "none": empty captions; None: the default captioner from
+    # `ckpt_dir` if it is installed, else one warning and empty captions.
+    captioner: str | None = None
     trust_remote_code: bool = False
     cache_dir: Path | None = None
     use_cache: bool = True
     resume: bool = True
     checkpoint_every: int = 1
     keep_cache: bool = False
+    offload: str = "auto"  # models/offload.py: none, model, group, sequential, or auto
 
 
 class VividEngine:
@@ -88,14 +99,39 @@ class VividEngine:
         self.say = say
         self.output_for = output_for
         self._models: VividVRModels | None = None
+        self._captioner: CaptionerChoice | None = None
 
     @property
     def models(self) -> VividVRModels:
-        """Loaded on first use and shared by every input of a batch."""
+        """Loaded on first use and shared by every input of a batch (until a captioner needs the memory)."""
         if self._models is None:
             s = self.settings
-            self._models = load_models(s.ckpt_dir, dtype=s.dtype, device=s.device)
+            offload = resolve_offload(s.offload, s.device)
+            self.say(f"offload: {offload}" + (" (auto)" if s.offload == "auto" else ""))
+            self._models = load_models(s.ckpt_dir, dtype=s.dtype, device=s.device, offload=offload)
         return self._models
+
+    def release_models(self) -> None:
+        """Free the restoration models (loaded again on next use), so that a captioner never shares
+        the GPU with them."""
+        if self._models is None:
+            return
+        self._models = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    @property
+    def captioner(self) -> CaptionerChoice:
+        """The captioning model of this batch, decided once; a default captioner that cannot be used
+        is reported here, once per batch."""
+        if self._captioner is None:
+            s = self.settings
+            self._captioner = choose_captioner(s.captioner, s.ckpt_dir,
+                                               download_command=download_command("captioner", s.ckpt_dir))
+            if self._captioner.warning:
+                self.say(f"warning: {self._captioner.warning}")
+        return self._captioner
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         o = self.settings.options
@@ -109,19 +145,24 @@ class VividEngine:
             return CaptionsFile(s.captions_file)
         if s.caption is not None:
             return FixedCaptions(s.caption)
-        if s.captioner in (None, "none"):
+        if self.captioner.model is None:
             return NoCaptions()
         return None
 
     def caption_with_model(self, plan: RestorePlan, source: FrameSource, progress: Progress) -> list[list[str]]:
-        s = self.settings
-        captioner = make_captioner(s.captioner, s.device, s.dtype, s.trust_remote_code)
+        """Caption every tile of every clip; the model is freed again before this returns, and the
+        restoration models are not in memory meanwhile."""
+        s, choice = self.settings, self.captioner
+        self.release_models()
+        self.say(f"captioning {len(plan.tiles)} tiles x {len(plan.clips)} clips with {choice.label}")
+        captioner = make_captioner(choice.model, s.device, s.dtype, s.trust_remote_code)
         progress.stage("caption", len(plan.clips) * len(plan.tiles))
         try:
             return generate_captions(plan, source, captioner, float(source.info.fps),
-                                     tile_size=s.options.tile_size, progress=lambda *_: progress.advance())
+                                     progress=lambda *_: progress.advance())
         finally:
             captioner.unload()
+            del captioner
 
     def restore(self, source: FrameSource, progress: Progress | None = None) -> Iterator[np.ndarray]:
         progress = progress or NullProgress()
@@ -141,12 +182,14 @@ class VividEngine:
                 if captions is None:
                     captions = self.caption_with_model(plan, source, progress)
                     cache.put_json("captions", captions)
+                else:
+                    self.say(f"using the cached captions of {self.captioner.label}")
             yield from self._restore_cached(cache, source, captions, progress)
 
     def _job_options(self, captions: list[list[str]] | None) -> dict:
         """Everything that changes the numerics; model captions are keyed by the captioner's name."""
         s = self.settings
-        text = {"captions": captions} if captions is not None else {"captioner": s.captioner}
+        text = {"captions": captions} if captions is not None else {"captioner": self.captioner.model}
         return {**dataclasses.asdict(s.options), **text, "dtype": str(s.dtype), "device": torch.device(s.device).type}
 
     def _open_cache(self, source: FrameSource, captions: list[list[str]] | None) -> JobCache | None:
@@ -187,8 +230,8 @@ class VividEngine:
         if loaded is None:
             return None
         tensors, step, rng = loaded
-        device = self.models.device
-        tensors = {k: (v if k in ("generator_state", "step") else v.to(device)) for k, v in tensors.items()}
+        keep = self.models.placement.host_storage  # clips live on the host between their turns
+        tensors = {k: (v if k in ("generator_state", "step") else keep(v)) for k, v in tensors.items()}
         state = DenoiseState.from_tensors(tensors, num_clips)
         if step != state.step:
             return None
@@ -197,8 +240,8 @@ class VividEngine:
 
     def _load_conditioning(self, cache: JobCache, source: FrameSource, captions: list[list[str]],
                            resume: DenoiseState) -> list[ClipConditioning] | None:
-        """Every clip's saved conditioning, on the models' device; None unless all are there and fit."""
-        conditioning, device = [], self.models.device
+        """Every clip's saved conditioning, kept where the models keep it; None unless all are there and fit."""
+        conditioning, keep = [], self.models.placement.host_storage
         for i, clip_captions in enumerate(captions):
             name = conditioning_entry(i)
             got = cache.get_tensors(name)  # verified: a damaged entry is reported, dropped and None
@@ -209,7 +252,7 @@ class VividEngine:
             if set(tensors) != set(CONDITIONING_TENSORS) or meta.get("captions_sha256") != digest:
                 cache.discard(name, "not the conditioning of this clip")
                 return None
-            conditioning.append(ClipConditioning(*(tensors[k].to(device) for k in CONDITIONING_TENSORS)))
+            conditioning.append(ClipConditioning(*(keep(tensors[k]) for k in CONDITIONING_TENSORS)))
         plan = plan_restoration(source.num_frames, source.height, source.width, self.settings.options)
         problem = conditioning_mismatch(conditioning, plan, resume)
         if problem is not None:

@@ -1,6 +1,6 @@
 """Model management: what can be downloaded, where it goes, and what is on disk.
 
-    registry   the components (`COMPONENTS`, `GROUPS`; files from `models/layout.py`), revision pins,
+    registry   the components (`COMPONENTS`, `GROUPS`, `DEFAULT_GROUP`; files from `models/layout.py`), revision pins,
                `resolve_ckpt_dir`
     download   `download`, offline mode and network errors as one-line `VividError`s
     verify     `list_models` / `ComponentStatus`, `verify`, file and safetensors header checks
@@ -23,6 +23,7 @@ from vividcli.hub.registry import (
     COGVIDEOX,
     COGVIDEOX_REVISION,
     COMPONENTS,
+    DEFAULT_GROUP,
     DOCS_HINT,
     GROUPS,
     REALESRGAN_SHA256,
@@ -33,6 +34,7 @@ from vividcli.hub.registry import (
     VIVIDVR_REVISION,
     Component,
     default_ckpt_dir,
+    download_command,
     missing_files,
     resolve_ckpt_dir,
     sha256_file,
@@ -52,6 +54,7 @@ __all__ = [
     "COGVIDEOX",
     "COGVIDEOX_REVISION",
     "COMPONENTS",
+    "DEFAULT_GROUP",
     "DOCS_HINT",
     "GROUPS",
     "MAX_KEY_PROBLEMS",
@@ -66,6 +69,7 @@ __all__ = [
     "Problem",
     "default_ckpt_dir",
     "download",
+    "download_command",
     "list_models",
     "missing_files",
     "read_safetensors_header",

@@ -27,7 +27,8 @@ from vividcli.hub.registry import (
 
 def download(what: str, ckpt_dir: str | os.PathLike, *, progress: bool = True) -> list[Path]:
     """Download `what` into `ckpt_dir`: a component (`vividvr`, `cogvideox`, `captioner`, `textfix`),
-    `required` (vividvr + cogvideox, what `vividvr restore` needs) or `all`.
+    `default` (vividvr + cogvideox + captioner: what `vividvr restore` uses by default), `required`
+    (vividvr + cogvideox: the restoration models alone) or `all`.
 
     Returns the component folders. Interrupted downloads resume; complete ones are not fetched again.
     Raises a one-line `VividError` when offline mode is on (and the files are not there yet), the network

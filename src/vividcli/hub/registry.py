@@ -5,8 +5,11 @@ which file lives where; `COMPONENTS` adds where each part comes from):
 
     <ckpt-dir>/Vivid-VR/                 csbhr/Vivid-VR                 (required)
     <ckpt-dir>/CogVideoX1.5-5B/          zai-org/CogVideoX1.5-5B        (required)
-    <ckpt-dir>/cogvlm2-llama3-caption/   zai-org/cogvlm2-llama3-caption (optional: automatic captions)
+    <ckpt-dir>/Qwen3-VL-4B-Instruct/     Qwen/Qwen3-VL-4B-Instruct      (default: automatic captions)
     <ckpt-dir>/RealESRGAN/RealESRGAN_x2plus.pth  Real-ESRGAN v0.2.1     (optional: text fix)
+
+`vividvr models download` fetches the `default` group (what `restore` uses when given no caption
+option: the restoration models and the captioner); `required` is the restoration models alone.
 
 The folder is found by `resolve_ckpt_dir` (one rule for every command): `--ckpt-dir`, else
 `$VIVIDVR_CKPT_DIR`, else `vividvr` under the Hugging Face home (`$HF_HOME`, by default
@@ -18,11 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from vividcli.models.layout import (
+    CAPTIONER_FILES,
+    CAPTIONER_FOLDER,
+    CAPTIONER_REPO,
     COGVIDEOX_FILES,
     COGVIDEOX_FOLDER,
     COGVIDEOX_REPO,
@@ -34,7 +41,6 @@ from vividcli.models.layout import (
     VIVIDVR_FILES,
     VIVIDVR_FOLDER,
     VIVIDVR_REPO,
-    weights_alternatives,
 )
 
 CKPT_ENV = "VIVIDVR_CKPT_DIR"
@@ -53,9 +59,13 @@ VIVIDVR_REVISION = "main"
 # hash; older full hashes (e.g. 5cb8a989..., 9ace5f55...) predate that config change, which alters the
 # RoPE grid, so they must not be used. Replace "main" with the full hash of fdc5267 (or later).
 COGVIDEOX_REVISION = "main"
-# THUDM/cogvlm2-llama3-caption (now zai-org, same history) commit d8db667 "Update README.md",
-# 2024-09-19: all weights and code files of the release (weights unchanged in later commits).
-CAPTIONER_REVISION = "d8db667c68f34e73b8895bbce002e3104c64563e"
+# Qwen/Qwen3-VL-4B-Instruct, the default captioner (docs/captions.md). This full hash could not be
+# checked against the hub from the offline machine it was written on; it is the commit that
+# independent public projects pin for this repository and that appears as its Hugging Face cache
+# snapshot (`models--Qwen--Qwen3-VL-4B-Instruct/snapshots/ebb281ec...`), with the two weight shards
+# of 4,967,229,296 and 3,908,490,048 bytes. If the hub ever rejects it, the download fails with one
+# line naming the revision.
+CAPTIONER_REVISION = "ebb281ec70b05090aa6165b016eac8ec08e71b17"
 
 # Real-ESRGAN x2plus, GitHub release v0.2.1. The release page publishes no checksum; this sha256 and size
 # are the ones independent packagers pin (e.g. the AUR python-realesrgan PKGBUILD and several model
@@ -79,7 +89,7 @@ class Component:
     name: str
     title: str
     folder: str
-    required: bool
+    required: bool  # `restore` refuses to run without it
     requires: tuple[tuple[str, ...], ...]
     hand_copy: str  # what to copy where, for one-line messages
     repo_id: str | None = None
@@ -91,6 +101,7 @@ class Component:
     size: int | None = None
     weights: tuple[tuple[str, str], ...] = ()
     tensor_files: tuple[str, ...] = ()
+    default: bool = False  # in `vividvr models download`'s default set (required components always are)
 
     @property
     def source(self) -> str:
@@ -137,17 +148,17 @@ COGVIDEOX = Component(
 
 CAPTIONER = Component(
     name="captioner",
-    title="CogVLM2 video captioner (optional: automatic captions)",
-    folder="cogvlm2-llama3-caption",
-    required=False,
-    requires=(("config.json",), weights_alternatives("", "model"), ("configuration_cogvlm.py",),
-              ("modeling_cogvlm.py",), ("tokenizer_config.json",)),
-    hand_copy="the whole repository (config.json, *.py, tokenizer files, model-0000N-of-00006.safetensors "
-              "and model.safetensors.index.json)",
-    repo_id="zai-org/cogvlm2-llama3-caption",
+    title="Qwen3-VL-4B-Instruct video captioner (default: automatic captions)",
+    folder=CAPTIONER_FOLDER,
+    required=False,  # without it `restore` warns once and uses empty captions
+    default=True,
+    requires=CAPTIONER_FILES,
+    hand_copy="the whole repository (config.json, model-0000N-of-00002.safetensors, model.safetensors.index.json "
+              "and the tokenizer, processor and chat template files)",
+    repo_id=CAPTIONER_REPO,
     revision=CAPTIONER_REVISION,
-    # Everything but the example picture and the model cards.
-    ignore_patterns=("*.png", "*.md", ".gitattributes"),
+    # Everything but the model card and git attributes.
+    ignore_patterns=("*.md", ".gitattributes"),
     weights=(("", "model"),),
 )
 
@@ -164,12 +175,17 @@ TEXTFIX = Component(
 )
 
 COMPONENTS: dict[str, Component] = {c.name: c for c in (VIVIDVR, COGVIDEOX, CAPTIONER, TEXTFIX)}
-# What `download` accepts: one component, "required" (what `vividvr restore` needs) or "all".
+# What `download` accepts: one component, or a group. "default" (what `vividvr models download`
+# fetches): what `vividvr restore` uses with no caption option, i.e. the restoration models and the
+# captioner; "required": the restoration models alone (`restore` refuses to run without them);
+# "all": every component.
 GROUPS: dict[str, tuple[str, ...]] = {
     **{name: (name,) for name in COMPONENTS},
+    "default": tuple(c.name for c in COMPONENTS.values() if c.required or c.default),
     "required": tuple(c.name for c in COMPONENTS.values() if c.required),
     "all": tuple(COMPONENTS),
 }
+DEFAULT_GROUP = "default"
 CHOICES = tuple(GROUPS)
 
 
@@ -195,6 +211,16 @@ def resolve_ckpt_dir(cli_value: str | os.PathLike | None = None) -> Path:
         if value is not None and str(value).strip():
             return Path(str(value).strip()).expanduser().absolute()
     return default_ckpt_dir().absolute()
+
+
+def download_command(what: str, ckpt_dir: str | os.PathLike) -> str:
+    """The `vividvr models download` command line that fetches `what` into `ckpt_dir` (for messages):
+    `--ckpt-dir` is added only when `ckpt_dir` is not the folder the command would use anyway."""
+    command = f"vividvr models download --what {what}"
+    folder = Path(ckpt_dir).expanduser().absolute()
+    if folder != resolve_ckpt_dir(None):
+        command += f" --ckpt-dir {shlex.quote(str(folder))}"
+    return command
 
 
 # --------------------------------------------------------------------------------------------- helpers

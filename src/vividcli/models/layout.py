@@ -3,6 +3,8 @@
     <ckpt-dir>/CogVideoX1.5-5B/   model_index.json, {transformer,vae,text_encoder,tokenizer,scheduler}/  (zai-org)
     <ckpt-dir>/Vivid-VR/          controlnet/{config.json,diffusion_pytorch_model.safetensors},
                                   connectors.pt, control_feat_proj.pt, control_patch_embed.pt          (csbhr)
+    <ckpt-dir>/Qwen3-VL-4B-Instruct/  config.json, model*.safetensors(.index.json), tokenizer and
+                                  processor files                       (default captioner; Qwen)
     <ckpt-dir>/RealESRGAN/RealESRGAN_x2plus.pth                                   (optional: text fix)
 
 Loading (`models/loading.py`), downloading and verifying (`hub/`), the tiny test checkpoints
@@ -11,6 +13,7 @@ Loading (`models/loading.py`), downloading and verifying (`hub/`), the tiny test
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,8 @@ VIVIDVR_REPO = "csbhr/Vivid-VR"
 COGVIDEOX_FOLDER = "CogVideoX1.5-5B"
 VIVIDVR_FOLDER = "Vivid-VR"
 REALESRGAN_FOLDER = "RealESRGAN"
+CAPTIONER_REPO = "Qwen/Qwen3-VL-4B-Instruct"  # the default captioner (docs/captions.md says why this one)
+CAPTIONER_FOLDER = "Qwen3-VL-4B-Instruct"
 REALESRGAN_FILE = "RealESRGAN_x2plus.pth"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"  # weight file stem of diffusers model folders
 HOW_TO_GET = (f"get the official checkpoints with `vividvr models download` or from Hugging Face "
@@ -55,6 +60,18 @@ COGVIDEOX_FILES: tuple[tuple[str, ...], ...] = (
     ("tokenizer/spiece.model",), ("tokenizer/tokenizer_config.json",),
 )
 REALESRGAN_FILES: tuple[tuple[str, ...], ...] = ((REALESRGAN_FILE,),)
+# The default captioner: a transformers model folder (AutoProcessor + AutoModelForImageTextToText).
+CAPTIONER_FILES: tuple[tuple[str, ...], ...] = (
+    ("config.json",), weights_alternatives("", "model"), ("tokenizer_config.json",),
+)
+
+
+def _index_shards(index: Path) -> list[str]:
+    """Shard file names a safetensors index names ([] when it cannot be read: loading says why)."""
+    try:
+        return sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,25 @@ class CheckpointLayout:
     @property
     def realesrgan_model(self) -> Path:
         return self.root / REALESRGAN_FOLDER / REALESRGAN_FILE
+
+    @property
+    def captioner(self) -> Path:
+        """The default captioner's folder (optional: without it captions are empty)."""
+        return self.root / CAPTIONER_FOLDER
+
+    def captioner_missing(self) -> Path | None:
+        """The first file of the default captioner that is not there (shards named by an index
+        included), or None when it is complete."""
+        for alternatives in CAPTIONER_FILES:
+            present = [self.captioner / rel for rel in alternatives if (self.captioner / rel).is_file()]
+            if not present:
+                return self.captioner / alternatives[0]
+            for found in present:
+                if found.name.endswith(".index.json"):
+                    for shard in _index_shards(found):
+                        if not (found.parent / shard).is_file():
+                            return found.parent / shard
+        return None
 
     def required_files(self) -> list[tuple[Path, ...]]:
         """Every file `restore` needs, each as its alternatives (absolute paths)."""

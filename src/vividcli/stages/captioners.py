@@ -1,13 +1,19 @@
 """Vision-language captioners: any transformers image-text-to-text model, and the CogVLM2 check.
 
 Each implements the `Captioner` protocol of `stages/caption.py` (one tile video in, one caption out);
-`make_captioner(name, ...)` picks the back-end for `--captioner`.
+`make_captioner(name, ...)` picks the back-end for `--captioner`, and `choose_captioner` decides
+which model a run uses when `--captioner` is not given (the default captioner, Qwen3-VL-4B-Instruct,
+from the checkpoint folder).
 """
 
 from __future__ import annotations
 
+import gc
+import importlib.util
 import inspect
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +21,7 @@ import torch
 
 from vividcli.devices import resolve_dtype
 from vividcli.errors import UsageError, VividError, describe_exception
+from vividcli.models.layout import CAPTIONER_REPO, CheckpointLayout
 from vividcli.stages.caption import sample_frame_indices
 
 CAPTION_PROMPT = "Please describe this video in detail."  # reference CogVLM2_Captioner default
@@ -24,8 +31,55 @@ DEFAULT_MAX_NEW_TOKENS = 256
 to 226 tokens and cut there, so text past roughly 200 words never reaches the model; the reference
 allows 2048 new tokens, which only costs time."""
 
-COGVLM2_ALTERNATIVE = ("use --captioner Qwen/Qwen2.5-VL-7B-Instruct (any transformers image-text-to-text model), "
-                       "--caption TEXT, or --captions-file FILE")
+COGVLM2_ALTERNATIVE = (f"use the default captioner ({CAPTIONER_REPO}: leave out --captioner; "
+                       "`vividvr models download --what captioner` installs it), --captioner MODEL (any transformers "
+                       "image-text-to-text model), --caption TEXT, or --captions-file FILE")
+DOWNLOAD_CAPTIONER = "vividvr models download --what captioner"
+
+
+# --------------------------------------------------------------------------- which captioner
+
+
+@dataclass(frozen=True)
+class CaptionerChoice:
+    """The captioning model a run uses (`model` None: empty captions) and, when the default
+    captioner cannot be used, the one-line warning that says so (without a "warning: " prefix)."""
+
+    model: str | None
+    default: bool = False  # the default captioner, from the checkpoint folder
+    warning: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How the log names the model."""
+        return f"{CAPTIONER_REPO} (the default captioner, {self.model})" if self.default else str(self.model)
+
+
+def choose_captioner(captioner: str | None, ckpt_dir: str | os.PathLike[str], *,
+                     download_command: str = DOWNLOAD_CAPTIONER) -> CaptionerChoice:
+    """Which model captions a run, from `--captioner` and the checkpoint folder (no torch; instant).
+
+    A model id or folder is used as given; "none" means empty captions, silently. Not given (None):
+    the default captioner in `<ckpt_dir>/Qwen3-VL-4B-Instruct` when all of its files are there and
+    torchvision (which its video processor needs) is installed; otherwise no model, and a warning
+    line that says what is lost and names `download_command` (or the package) that fixes it.
+    """
+    if captioner is not None:
+        return CaptionerChoice(None if captioner.strip().lower() == "none" else captioner)
+    layout = CheckpointLayout(Path(ckpt_dir))
+    lost = ("so every tile gets an empty caption and the restoration loses the scene descriptions that guide it "
+            "(pass --captioner none to go without them silently)")
+    missing = layout.captioner_missing()
+    if missing is not None:
+        state = (f"is not installed in {layout.captioner}" if not layout.captioner.exists()
+                 else f"is incomplete ({missing} is missing)")
+        return CaptionerChoice(None, warning=f"no captions: the default captioner {CAPTIONER_REPO} {state}, {lost}; "
+                                             f"install it with `{download_command}`")
+    if importlib.util.find_spec("torchvision") is None:
+        return CaptionerChoice(None, warning=f"no captions: the default captioner {CAPTIONER_REPO} needs torchvision "
+                                             f"(its video processor), which is not installed, {lost}; install it with "
+                                             "`pip install torchvision` (matching your torch)")
+    return CaptionerChoice(str(layout.captioner), default=True)
 
 
 def _to_uint8_frames(video: torch.Tensor) -> np.ndarray:
@@ -75,23 +129,34 @@ class TransformersCaptioner:
             raise VividError(f"cannot load captioner {self.name}: {describe_exception(exc)}{hint}") from exc
         self.model = model.to(self.device).eval()
         self.tokenizer = getattr(self.processor, "tokenizer", None) or self.processor
-        has_video = getattr(self.processor, "video_processor", None) is not None
+        video_processor = getattr(self.processor, "video_processor", None)
+        has_video = video_processor is not None
         self.as_images = (not has_video) if as_images is None else as_images
+        if has_video and hasattr(video_processor, "cap_pixels_per_frame") and video_processor.cap_pixels_per_frame is None:
+            # Qwen3-VL: cap each frame's pixels as its reference preprocessing (qwen-vl-utils) does,
+            # which transformers 5.x announces as its coming default (and warns about until then).
+            video_processor.cap_pixels_per_frame = True
         if getattr(self.processor, "chat_template", None) is None:
             raise VividError(f"captioner {self.name} has no chat template; use an instruction-tuned "
-                             "vision-language model (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
+                             f"vision-language model (e.g. {CAPTIONER_REPO})")
 
-    def messages(self, num_frames: int) -> list[dict[str, Any]]:
-        visual = [{"type": "image"}] * num_frames if self.as_images else [{"type": "video"}]
+    def messages(self, num_frames: int, as_images: bool | None = None) -> list[dict[str, Any]]:
+        as_images = self.as_images if as_images is None else as_images
+        visual = [{"type": "image"}] * num_frames if as_images else [{"type": "video"}]
         return [{"role": "user", "content": [*visual, {"type": "text", "text": self.prompt}]}]
 
     def processor_inputs(self, video: torch.Tensor, fps: float) -> dict[str, Any]:
-        """Processor keyword arguments for one tile video (before tensors are moved to the device)."""
+        """Processor keyword arguments for one tile video (before tensors are moved to the device).
+
+        A single sampled frame (a one-frame clip) goes in as an image even with video support:
+        video processors such as Qwen's need at least two frames (their temporal patch).
+        """
         indices = sample_frame_indices(video.shape[0], fps)
         frames = _to_uint8_frames(video[indices])
-        text = self.processor.apply_chat_template(self.messages(len(indices)), tokenize=False,
+        as_images = self.as_images or len(indices) == 1
+        text = self.processor.apply_chat_template(self.messages(len(indices), as_images), tokenize=False,
                                                   add_generation_prompt=True)
-        if self.as_images:
+        if as_images:
             return {"text": [text], "images": list(frames), "return_tensors": "pt"}
         rate = float(fps) if fps else float(min(15, video.shape[0]))
         metadata = {"total_num_frames": int(video.shape[0]), "fps": rate, "frames_indices": indices,
@@ -119,8 +184,14 @@ class TransformersCaptioner:
     def unload(self) -> None:
         """Free the model (the restoration needs the GPU memory afterwards)."""
         self.model = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _free_memory()
+
+
+def _free_memory() -> None:
+    """Collect what was just dropped and hand cached CUDA blocks back, so the next model fits."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # --------------------------------------------------------------------------- CogVLM2 (reference captioner)
@@ -207,8 +278,7 @@ class CogVLM2Captioner:
 
     def unload(self) -> None:
         self.model = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _free_memory()
 
 
 def make_captioner(
