@@ -38,3 +38,18 @@ def test_benchmark_script_reports_every_engine(tmp_path, tiny_ckpt_dir):
         Image.open(out / image).verify()  # every picture the report shows exists and is a PNG
     assert probe(out / "compare.mp4").num_frames == 9
     assert "--preset strong --seed 3" in report
+
+
+@pytest.mark.slow
+def test_quality_throughput_benchmark_runs_in_tiny_mode(tmp_path):
+    """benchmarks/quality_throughput.py (docs/benchmarks.md section 4) keeps working: a tiny run."""
+    result = tmp_path / "result.json"
+    done = subprocess.run([sys.executable, str(SCRIPT.parents[1] / "benchmarks" / "quality_throughput.py"),
+                           "--height", "48", "--frames", "6", "--rss-frames", "6", "--repeats", "1",
+                           "--presets", "light", "--json", str(result)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(result.read_text())
+    assert set(report["summary"]["degrade"]) == {"plain", "identity", "light"}
+    assert report["summary"]["eval"]["eval"]["fps_median"] > 0
+    rss = report["rss"]["6"]
+    assert rss["degrade"]["exit"] == rss["eval"]["exit"] == 0 and rss["eval"]["peak_rss_mib"] > 10
