@@ -8,6 +8,14 @@ from dataclasses import dataclass
 from vividcli.errors import UsageError
 
 COLOR_FIXES = ("adain", "none")
+# Limits that otherwise fail late, after the models are loaded:
+# the 3D RoPE tables cover at most 150 x 150 patches of 2 latents (sampling/sampler.py `rotary_embedding`,
+# max_size as the reference), so a larger spatial tile crashes when the rotary tables are built;
+MAX_TILE_SIZE = 300
+# CogVideoX's scheduler has 1000 training timesteps and diffusers refuses more inference steps;
+MAX_STEPS = 1000
+# torch generators take 64-bit seeds.
+SEED_RANGE = (-(2**63), 2**64 - 1)
 # Real-ESRGAN tiling (`--sr-tile`; models/realesrgan.py): here so the CLI checks it without torch.
 SR_DEFAULT_TILE = 512
 SR_TILE_OVERLAP = 16
@@ -25,7 +33,7 @@ class RestoreOptions:
     dynamic_cfg: bool = False
     seed: int = 42
     restoration_guidance: float = -1.0  # <= 0: off
-    fidelity: float = 1.0  # ControlNet conditioning scale (CreativeVR's precision knob)
+    fidelity: float = 1.0  # γ, CreativeVR's precision knob: scales Vivid-VR's injections (1 trained, 0 plain CogVideoX)
     color_fix: str = "adain"
 
     def __post_init__(self) -> None:
@@ -43,10 +51,16 @@ class RestoreOptions:
             problems.append(f"--upscale must be 0 (short side to 1024 px) or a positive factor, got {self.upscale}")
         if self.tile_size < 2 or self.tile_size % 2:
             problems.append(f"--tile-size must be an even number of latent pixels >= 2, got {self.tile_size}")
+        if self.tile_size > MAX_TILE_SIZE:
+            problems.append(f"--tile-size must be at most {MAX_TILE_SIZE} latent pixels ({MAX_TILE_SIZE * 8} px, the "
+                            f"rotary position grid of 150 x 150 patches), got {self.tile_size}")
         if self.clip_frames < 9 or self.clip_frames % 8 != 1:
             problems.append(f"--clip-frames must be 8k+1 (9, 17, ..., 121), got {self.clip_frames}")
-        if self.steps < 1:
-            problems.append(f"--steps must be at least 1, got {self.steps}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            problems.append(f"--steps must be between 1 and {MAX_STEPS} (the scheduler's training timesteps), "
+                            f"got {self.steps}")
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            problems.append(f"--seed must fit in 64 bits (-2**63 to 2**64 - 1), got {self.seed}")
         if self.guidance < 0:
             problems.append(f"--guidance must be >= 0, got {self.guidance}")
         if self.fidelity < 0:
