@@ -60,6 +60,7 @@ from vividcli.media.reader import ArraySource
 from vividcli.models.controlnet import VividVRControlNetModel
 from vividcli.models.layout import CheckpointLayout
 from vividcli.models.loading import VividVRModels, load_scheduler, load_text_encoder, load_tokenizer
+from vividcli.models.offload import Placement
 from vividcli.models.transformer import VividVRTransformer3DModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,15 +146,17 @@ def build_models(timing: dict, config_name: str, ckpts: Path, dtype: torch.dtype
 
     layout = CheckpointLayout(ckpts)
     place = lambda m: m.to(dtype).eval().requires_grad_(False)  # noqa: E731
+    transformer, controlnet = place(transformer), place(controlnet)
     return VividVRModels(
-        transformer=place(transformer),
-        controlnet=place(controlnet),
+        transformer=transformer,
+        controlnet=controlnet,
         vae=place(vae),
         text_encoder=load_text_encoder(layout, dtype, "cpu"),
         tokenizer=load_tokenizer(layout),
         scheduler=load_scheduler(layout),
         dtype=dtype,
         device=torch.device("cpu"),
+        placement=Placement((transformer, controlnet), "cpu"),
     )
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_golden_pipeline import Case, psnr, to_uint8
 
+from test_golden_pipeline import Case, psnr, to_uint8
 from vividcli.errors import UsageError
 from vividcli.media.reader import ArraySource
 from vividcli.models.loading import load_models

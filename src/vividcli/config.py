@@ -16,6 +16,10 @@ MAX_TILE_SIZE = 300
 MAX_STEPS = 1000
 # torch generators take 64-bit seeds.
 SEED_RANGE = (-(2**63), 2**64 - 1)
+# Where the denoising models live (models/offload.py); auto picks by the device's free memory.
+OFFLOAD_MODES = ("auto", "none", "model", "group", "sequential")
+# How the denoising models' weights are stored: in the compute dtype, or as fp8 cast per layer.
+WEIGHT_FORMATS = ("bf16", "fp8")
 # Real-ESRGAN tiling (`--sr-tile`; models/realesrgan.py): here so the CLI checks it without torch.
 SR_DEFAULT_TILE = 512
 SR_TILE_OVERLAP = 16
@@ -35,6 +39,9 @@ class RestoreOptions:
     restoration_guidance: float = -1.0  # <= 0: off
     fidelity: float = 1.0  # γ, CreativeVR's precision knob: scales Vivid-VR's injections (1 trained, 0 plain CogVideoX)
     color_fix: str = "adain"
+    # Run the unconditional and conditional CFG halves one after another at batch 1: about half the
+    # activation memory, the same result up to float summation order (docs/memory.md).
+    sequential_cfg: bool = False
 
     def __post_init__(self) -> None:
         problems = []

@@ -67,26 +67,45 @@ def prepare_clips(
     generator: torch.Generator,
     progress: Progress,
 ) -> PreparedClips:
-    """Encode every clip's control latents and prompts and draw its initial noise, in the reference's order."""
-    conditioning, states = [], []
+    """Encode every clip's control latents and prompts and draw its initial noise, in the reference's
+    order (the posterior and noise draws clip by clip; T5 draws nothing, so it runs after the VAE and
+    the two never share the device). The results are kept on the host between the clips' turns."""
+    placement = models.placement
     progress.stage("encode", len(plan.clips))
-    patch_size_t = models.transformer.config.patch_size_t
-    for clip, clip_captions in zip(plan.clips, captions):
-        video = read_control_video(source, clip.start, clip.stop, plan)
-        if clip.padding:
-            video = torch.cat([video, video[-1:].expand(clip.padding, -1, -1, -1)])
-        vae_video = vae_input(video, plan.geometry.gen_size)
-        del video
-        control = encode_control_latents(models.vae, vae_video, generator, models.dtype, patch_size_t)
-        noise = randn_tensor(control.shape, generator=generator, device=models.device, dtype=models.dtype)
-        positives, negatives = build_prompts(clip_captions)
-        embed = lambda prompts: encode_prompts(  # noqa: E731
-            models.tokenizer, models.text_encoder, prompts, device=models.device, dtype=models.dtype
-        )
-        conditioning.append(ClipConditioning(control.to(models.device), embed(positives), embed(negatives)))
-        states.append(ClipState(noise))
-        progress.advance()
+    controls, states = [], []
+    with placement.stage(models.vae):
+        for clip in plan.clips:
+            control, noise = encode_clip(models, source, plan, clip, generator)
+            controls.append(placement.host_storage(control))
+            states.append(ClipState(placement.host_storage(noise)))
+            progress.advance()
+    conditioning = []
+    with placement.stage(models.text_encoder):
+        for control, clip_captions in zip(controls, captions):
+            positives, negatives = build_prompts(clip_captions)
+            conditioning.append(ClipConditioning(control, embed_prompts(models, positives), embed_prompts(models, negatives)))
     return PreparedClips(conditioning, DenoiseState(step=0, clips=states, generator_state=generator.get_state()))
+
+
+def encode_clip(
+    models: VividVRModels, source: FrameSource, plan: RestorePlan, clip: Clip, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One clip's control latents (VAE posterior sample) and initial noise, on the compute device."""
+    video = read_control_video(source, clip.start, clip.stop, plan)
+    if clip.padding:
+        video = torch.cat([video, video[-1:].expand(clip.padding, -1, -1, -1)])
+    vae_video = vae_input(video, plan.geometry.gen_size)
+    del video
+    control = encode_control_latents(models.vae, vae_video, generator, models.dtype,
+                                     models.transformer.config.patch_size_t)
+    noise = randn_tensor(control.shape, generator=generator, device=models.device, dtype=models.dtype)
+    return control.to(models.device), noise
+
+
+def embed_prompts(models: VividVRModels, prompts: list[str]) -> torch.Tensor:
+    """T5 embeddings of `prompts` (one per tile), kept on the host between the clips' turns."""
+    embeds = encode_prompts(models.tokenizer, models.text_encoder, prompts, device=models.device, dtype=models.dtype)
+    return models.placement.host_storage(embeds)
 
 
 def conditioning_mismatch(
@@ -171,14 +190,18 @@ def restore_frames(
     settings = SamplerSettings(
         steps=options.steps, guidance=options.guidance, dynamic_cfg=options.dynamic_cfg,
         restoration_guidance=options.restoration_guidance, fidelity=options.fidelity,
+        sequential_cfg=options.sequential_cfg,
     )
-    state = sample_clips(
-        models.transformer, models.controlnet, solver, state, conditioning,
-        plan.tiles, plan.merge, generator, settings, callback=on_step, on_tile=progress.advance,
-    )
+    with models.placement.denoising():
+        state = sample_clips(
+            models.transformer, models.controlnet, solver, state, conditioning, plan.tiles, plan.merge, generator,
+            settings, callback=on_step, on_tile=progress.advance, device=models.device,
+            keep=models.placement.host_storage,
+        )
     del conditioning
     progress.stage("decode", source.num_frames)
-    for clip, clip_state in zip(plan.clips, state.clips):
-        for frame in decode_clip(models, source, plan, clip, clip_state, options.color_fix):
-            progress.advance()
-            yield frame
+    with models.placement.stage(models.vae):
+        for clip, clip_state in zip(plan.clips, state.clips):
+            for frame in decode_clip(models, source, plan, clip, clip_state, options.color_fix):
+                progress.advance()
+                yield frame

@@ -28,7 +28,7 @@ from vividcli.commands.options import (
     TrustRemoteCode,
     Upscale,
 )
-from vividcli.config import OFFLOAD_MODES, SR_TILE_OVERLAP, RestoreOptions
+from vividcli.config import OFFLOAD_MODES, SR_TILE_OVERLAP, WEIGHT_FORMATS, RestoreOptions
 from vividcli.devices import check_device_name, check_vivid_dtype, dtype_name, resolve_device
 from vividcli.engines.build import EngineSpec, checkpoint_dir, engine_factory
 from vividcli.errors import UsageError
@@ -100,6 +100,12 @@ def restore(
              "GPU only while denoising), group (one block at a time), sequential (one layer at a time: least "
              "memory, slowest), or auto (by the GPU's free memory; none on the CPU). T5 and the VAE are on the "
              "GPU only for their stages in every mode.")] = "auto",
+    weights: Annotated[str, typer.Option(
+        help="Vivid engine: store the denoising models' weights in the compute dtype (bf16) or as fp8, cast "
+             "layer by layer (half the weight memory; outputs change slightly, docs/memory.md).")] = "bf16",
+    sequential_cfg: Annotated[bool, typer.Option(
+        help="Vivid engine: run the two classifier-free-guidance halves one after another at batch 1 (about half "
+             "the activation memory; the same result up to float rounding).")] = False,
     fps: Fps = None,
     recursive: Annotated[bool, typer.Option(help="Look for videos in subfolders of input folders.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Redo inputs whose output already exists.")] = False,
@@ -134,11 +140,12 @@ def restore(
         options = RestoreOptions(
             upscale=upscale, tile_size=tile_size, clip_frames=clip_frames, steps=steps, guidance=guidance,
             dynamic_cfg=dynamic_cfg, seed=seed, restoration_guidance=restoration_guidance, fidelity=fidelity,
-            color_fix=color_fix)
+            color_fix=color_fix, sequential_cfg=sequential_cfg)
         request = build_request(
             inputs=inputs, output=output, engine=engine, options=options, ckpt_dir=ckpt_dir, caption=caption,
             captions_file=captions_file, captioner=captioner, trust_remote_code=trust_remote_code,
-            textfix=textfix, sr_model=sr_model, sr_tile=sr_tile, device=device, dtype=dtype, offload=offload, fps=fps,
+            textfix=textfix, sr_model=sr_model, sr_tile=sr_tile, device=device, dtype=dtype, offload=offload, weights=weights,
+            fps=fps,
             recursive=recursive, overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
             save_frames=save_frames, no_audio=no_audio, cache_dir=cache_dir, no_resume=no_resume,
             checkpoint_every=checkpoint_every, keep_cache=keep_cache, quiet=quiet, json_report=json_report)
@@ -149,7 +156,8 @@ def restore(
 def build_request(
     *, inputs: list[Path], output: str, engine: str, options: RestoreOptions, ckpt_dir: Path | None,
     caption: str | None, captions_file: Path | None, captioner: str | None, trust_remote_code: bool,
-    textfix: bool, sr_model: Path | None, sr_tile: int, device: str, dtype: str, offload: str, fps: str | None,
+    textfix: bool, sr_model: Path | None, sr_tile: int, device: str, dtype: str, offload: str, weights: str,
+    fps: str | None,
     recursive: bool, overwrite: bool, codec: str | None, crf: int | None, preset: str | None,
     pix_fmt: str | None, save_frames: Path | None, no_audio: bool, cache_dir: Path | None, no_resume: bool,
     checkpoint_every: int, keep_cache: bool, quiet: bool, json_report: bool,
@@ -167,6 +175,8 @@ def build_request(
         check_vivid_dtype(dtype)
     if offload not in OFFLOAD_MODES:
         raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    if weights not in WEIGHT_FORMATS:
+        raise UsageError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
     frame_rate = parse_fps(fps) if fps is not None else None
     encode = EncodeOptions(codec=None if codec == "png" else codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                            copy_audio=not no_audio)
@@ -178,7 +188,7 @@ def build_request(
         engine=engine, options=options, ckpt_dir=ckpt_dir, caption=caption, captions_file=captions_file,
         captioner=captioner, trust_remote_code=trust_remote_code, device=device, dtype=dtype, textfix=textfix,
         sr_model=sr_model, sr_tile=sr_tile, cache_dir=cache_dir, resume=not no_resume,
-        checkpoint_every=checkpoint_every, keep_cache=keep_cache, offload=offload,
+        checkpoint_every=checkpoint_every, keep_cache=keep_cache, offload=offload, weights=weights,
         outputs={str(job.input): str(job.output) for job in jobs})
     if device.startswith("cuda"):
         resolve_device(device)  # CUDA asked for by name: is there one? (imports torch, which it needs anyway)

@@ -39,6 +39,8 @@ class EngineSpec:
     resume: bool = True
     checkpoint_every: int = 1
     keep_cache: bool = False
+    offload: str = "auto"
+    weights: str = "bf16"
     outputs: dict[str, str] = field(default_factory=dict)  # input path -> output path, for the job cache
 
 
@@ -103,7 +105,8 @@ def vivid_engine_factory(spec: EngineSpec, reporter) -> EngineFactory:
         ckpt_dir=ckpt_dir, options=spec.options, device=str(device), dtype=resolve_dtype(spec.dtype, device),
         caption=spec.caption, captions_file=spec.captions_file, captioner=spec.captioner,
         trust_remote_code=spec.trust_remote_code, cache_dir=spec.cache_dir, resume=spec.resume,
-        checkpoint_every=spec.checkpoint_every, keep_cache=spec.keep_cache,
+        checkpoint_every=spec.checkpoint_every, keep_cache=spec.keep_cache, offload=spec.offload,
+        weights=spec.weights,
     )
     engine = VividEngine(settings, say=reporter.message, output_for=lambda s: spec.outputs.get(str(s.info.path), ""))
 

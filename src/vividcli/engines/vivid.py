@@ -86,6 +86,7 @@ class VividSettings:
     checkpoint_every: int = 1
     keep_cache: bool = False
     offload: str = "auto"  # models/offload.py: none, model, group, sequential, or auto
+    weights: str = "bf16"  # bf16 (the compute dtype) or fp8 storage of the denoising models
 
 
 class VividEngine:
@@ -108,7 +109,7 @@ class VividEngine:
             s = self.settings
             offload = resolve_offload(s.offload, s.device)
             self.say(f"offload: {offload}" + (" (auto)" if s.offload == "auto" else ""))
-            self._models = load_models(s.ckpt_dir, dtype=s.dtype, device=s.device, offload=offload)
+            self._models = load_models(s.ckpt_dir, dtype=s.dtype, device=s.device, offload=offload, weights=s.weights)
         return self._models
 
     def release_models(self) -> None:
@@ -190,7 +191,8 @@ class VividEngine:
         """Everything that changes the numerics; model captions are keyed by the captioner's name."""
         s = self.settings
         text = {"captions": captions} if captions is not None else {"captioner": self.captioner.model}
-        return {**dataclasses.asdict(s.options), **text, "dtype": str(s.dtype), "device": torch.device(s.device).type}
+        return {**dataclasses.asdict(s.options), **text, "dtype": str(s.dtype), "device": torch.device(s.device).type,
+                **({"weights": s.weights} if s.weights != "bf16" else {})}
 
     def _open_cache(self, source: FrameSource, captions: list[list[str]] | None) -> JobCache | None:
         s = self.settings

@@ -22,6 +22,7 @@ from vividcli.devices import check_vivid_dtype
 from vividcli.errors import CheckpointError, describe_exception
 from vividcli.models.controlnet import VividVRControlNetModel
 from vividcli.models.layout import HOW_TO_GET, TRANSFORMER_ADDITIONS, CheckpointLayout
+from vividcli.models.offload import HOST, Placement
 from vividcli.models.transformer import VividVRTransformer3DModel
 
 
@@ -222,23 +223,31 @@ class VividVRModels:
     tokenizer: object
     scheduler: object
     dtype: torch.dtype
-    device: torch.device
+    device: torch.device  # where the models compute
+    placement: Placement  # where they live meanwhile (models/offload.py)
 
 
-def load_models(ckpt_dir: Path | str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> VividVRModels:
+def load_models(ckpt_dir: Path | str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                offload: str = "none", weights: str = "bf16") -> VividVRModels:
     """Load and check everything in the official layout; the first problem raises a one-line CheckpointError.
 
-    `dtype` is bfloat16 or float32 (float16 overflows in T5 and the transformer: a UsageError)."""
+    `dtype` is bfloat16 or float32 (float16 overflows in T5 and the transformer: a UsageError). Weights
+    are read in `dtype` onto the host; `offload` (none, model, group, sequential) says how the
+    denoising models are placed on `device`; T5 and the VAE come to it only for their stages. `weights`
+    "fp8" stores the denoising models' weights as float8 (models/offload.py)."""
     check_vivid_dtype(str(dtype).removeprefix("torch."))
     layout = CheckpointLayout(Path(ckpt_dir))
     layout.check()
+    transformer = load_transformer(layout, dtype, HOST)
+    controlnet = load_controlnet(layout, dtype, HOST)
     return VividVRModels(
-        transformer=load_transformer(layout, dtype, device),
-        controlnet=load_controlnet(layout, dtype, device),
-        vae=load_vae(layout, dtype, device),
-        text_encoder=load_text_encoder(layout, dtype, device),
+        transformer=transformer,
+        controlnet=controlnet,
+        vae=load_vae(layout, dtype, HOST),
+        text_encoder=load_text_encoder(layout, dtype, HOST),
         tokenizer=load_tokenizer(layout),
         scheduler=load_scheduler(layout),
         dtype=dtype,
         device=torch.device(device),
+        placement=Placement((transformer, controlnet), device, offload, weights),
     )

@@ -61,6 +61,13 @@ class ControlFeatureProjector(nn.ModuleList):
             ]
         )
 
+    def __getitem__(self, index):
+        # ModuleList builds a slice with `type(self)(modules)`, which our constructor's arguments do not
+        # allow (diffusers' group offloading slices the blocks): a slice is a plain ModuleList.
+        if isinstance(index, slice):
+            return nn.ModuleList(list(self._modules.values())[index])
+        return super().__getitem__(index)
+
     def forward(self, control_latents: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """[B, F, C, H, W] latents and a [B, D] timestep embedding -> projected latents, same shape."""
         batch, frames = control_latents.shape[:2]

@@ -28,6 +28,7 @@ class SamplerSettings:
     dynamic_cfg: bool = False
     restoration_guidance: float = -1.0  # <= 0: off
     fidelity: float = 1.0  # γ: scales what Vivid-VR injects into the DiT (1 = as trained, 0 = stock CogVideoX)
+    sequential_cfg: bool = False  # the two CFG halves one after another at batch 1 (less memory)
 
 
 @dataclass(frozen=True)
@@ -110,24 +111,28 @@ def predict_noise(
     The control latents and the timestep are the same for both CFG halves, so they stay at batch 1:
     each model runs its control feature projector once and broadcasts the result to the CFG batch.
     `settings.fidelity` (γ) goes to the transformer, which scales its control injections by it; at
-    γ = 0 nothing of the ControlNet reaches the DiT, so it is not run.
+    γ = 0 nothing of the ControlNet reaches the DiT, so it is not run. With `settings.sequential_cfg`
+    the unconditional and conditional halves run one after another at batch 1 (half the activations).
     """
     cfg = transformer.config
     frames, _, height, width = latents.shape[1:]
     shape = (frames, height, width, cfg.patch_size, cfg.patch_size_t, cfg.attention_head_dim)
     rope = device_rotary_embedding(latents.device, *shape)
-    use_cfg = settings.guidance > 1.0
-    x = torch.cat([latents, latents]) if use_cfg else latents
-    text = torch.cat([negative_embeds, embeds]) if use_cfg else embeds
-    t = timestep.expand(latents.shape[0])
-    states = controlnet(x, text, control_latents, t, image_rotary_emb=rope) if settings.fidelity != 0 else None
-    noise = transformer(
-        x, text, t, control_hidden_states=states, image_rotary_emb=rope, control_latents=control_latents,
-        conditioning_scale=settings.fidelity,
-    ).sample.float()
-    if not use_cfg:
-        return noise
-    uncond, cond = noise.chunk(2)
+
+    def evaluate(x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        t = timestep.expand(latents.shape[0])
+        states = controlnet(x, text, control_latents, t, image_rotary_emb=rope) if settings.fidelity != 0 else None
+        return transformer(
+            x, text, t, control_hidden_states=states, image_rotary_emb=rope, control_latents=control_latents,
+            conditioning_scale=settings.fidelity,
+        ).sample.float()
+
+    if settings.guidance <= 1.0:
+        return evaluate(latents, embeds)
+    if settings.sequential_cfg:
+        uncond, cond = evaluate(latents, negative_embeds), evaluate(latents, embeds)
+    else:
+        uncond, cond = evaluate(torch.cat([latents, latents]), torch.cat([negative_embeds, embeds])).chunk(2)
     return uncond + guidance_scale(settings, timestep) * (cond - uncond)
 
 
@@ -193,22 +198,39 @@ def sample_clips(
     settings: SamplerSettings,
     callback: Callable[[DenoiseState], None] | None = None,
     on_tile: Callable[[], None] | None = None,
+    device: torch.device | None = None,
+    keep: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor,
 ) -> DenoiseState:
     """Run the remaining steps of `state` (temporal aggregate sampling when there are several clips).
 
     The generator is restored from `state` first, so a resumed run draws exactly the noise an
-    uninterrupted one would. `callback(state)` runs after every completed step.
+    uninterrupted one would. `callback(state)` runs after every completed step. Each clip comes to
+    `device` (default: where its latents are) for its turn and its new state is handed to `keep`
+    (e.g. a copy to host memory), so device memory does not grow with the number of clips; the
+    merge works wherever the kept states are.
     """
-    solver.set_timesteps(settings.steps, device=state.clips[0].latents.device)
+    device = device if device is not None else state.clips[0].latents.device
+    solver.set_timesteps(settings.steps, device=device)
     generator.set_state(state.generator_state)
     with torch.no_grad():
         for step in range(state.step, settings.steps):
-            clips = [
-                denoise_clip_step(transformer, controlnet, solver, clip, cond, tiles, step, generator, settings, on_tile)
-                for clip, cond in zip(state.clips, conditioning)
-            ]
+            clips = []
+            for clip, cond in zip(state.clips, conditioning):
+                stepped = denoise_clip_step(transformer, controlnet, solver, clip_on(clip, device),
+                                            conditioning_on(cond, device), tiles, step, generator, settings, on_tile)
+                clips.append(ClipState(keep(stepped.latents), keep(stepped.old_pred_original_sample)))
             merge_clips(clips, merge)
             state = DenoiseState(step=step + 1, clips=clips, generator_state=generator.get_state())
             if callback is not None:
                 callback(state)
     return state
+
+
+def clip_on(clip: ClipState, device: torch.device) -> ClipState:
+    x0 = clip.old_pred_original_sample
+    return ClipState(clip.latents.to(device), x0.to(device) if x0 is not None else None)
+
+
+def conditioning_on(cond: ClipConditioning, device: torch.device) -> ClipConditioning:
+    return ClipConditioning(cond.control_latents.to(device), cond.prompt_embeds.to(device),
+                            cond.negative_prompt_embeds.to(device))

@@ -36,7 +36,7 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, height: int, wid
     """
     scaled = (1 / vae.config.scaling_factor) * latents.permute(0, 2, 1, 3, 4)
     with torch.no_grad():
-        frames = vae.decode(scaled.to(vae.dtype)).sample[0].permute(1, 0, 2, 3)  # [F, C, h, w]
+        frames = vae.decode(scaled.to(device=vae.device, dtype=vae.dtype)).sample[0].permute(1, 0, 2, 3)  # [F, C, h, w]
     frames = resize_decoded(frames, (height, width))
     return (frames / 2 + 0.5).clamp(0, 1).float()
 
