@@ -15,6 +15,7 @@ def test_doctor_reports_versions_codecs_checkpoints_and_cache(tmp_path, referenc
     assert "torch " in out and "diffusers " in out and "libx264" in out
     assert f"checkpoints: {reference_ckpt_dir} (complete layout" in out
     assert "textfix extra" in out and "text fix model: not found" in out
+    assert "captioner: not found" in out and "--what captioner" in out
     assert f"cache: {tmp_path / 'cache'}" in out
 
 

@@ -74,6 +74,10 @@ def _checkpoints(ckpt_dir: Path | None) -> Iterator[str]:
         yield f"checkpoints: {root} (complete layout; `vividvr models verify` checks every key)"
     except VividError as exc:
         yield f"checkpoints: {exc}"
+    missing = layout.captioner_missing()
+    yield (f"captioner: {layout.captioner}" if missing is None else
+           f"captioner: not found ({missing} is missing): restores use empty captions; "
+           "`vividvr models download --what captioner`")
     sr_model = layout.realesrgan_model
     yield (f"text fix model: {sr_model}" if sr_model.is_file() else
            f"text fix model: not found at {sr_model} (`vividvr models download --what textfix`)")
