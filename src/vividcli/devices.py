@@ -70,3 +70,24 @@ def check_vivid_dtype(name: str) -> None:
                          "CogVideoX transformer overflow in float16 (black or NaN frames); use bfloat16 (the default "
                          "on CUDA) or float32")
 
+
+
+def local_rank_device(device: str, local_rank: int) -> str:
+    """The device of one process of a launcher (torchrun, srun) that sets LOCAL_RANK.
+
+    `auto` and `cuda` become `cuda:LOCAL_RANK` (made the current CUDA device, so that pinned host
+    memory and other current-device allocations do not all land on GPU 0) when CUDA is available;
+    without CUDA, and for `cpu` or an explicit `cuda:N`, the name is returned unchanged.
+    """
+    if device not in ("auto", "cuda"):
+        return device
+    import torch
+
+    if not torch.cuda.is_available():
+        return device  # auto: the CPU; cuda: resolve_device says there is no GPU
+    count = torch.cuda.device_count()
+    if not 0 <= local_rank < count:
+        raise UsageError(f"LOCAL_RANK={local_rank} but this process sees {count} CUDA GPU(s); start at most {count} "
+                         "processes per node, or pick the GPU with --device cuda:N")
+    torch.cuda.set_device(local_rank)
+    return f"cuda:{local_rank}"

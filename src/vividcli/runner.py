@@ -118,6 +118,22 @@ def plan_jobs(inputs: list[Path], output: str | os.PathLike[str], *, recursive: 
     return jobs
 
 
+def select_shard(jobs: list[Job], index: int, count: int) -> list[Job]:
+    """The jobs of shard `index` of `count` (1-based), the same in every process given the same inputs.
+
+    The distinct output paths, sorted as strings, are dealt out in turn: the i-th (from 0) belongs to
+    shard i % count + 1. So the split depends neither on the order of the inputs nor on the order the
+    filesystem lists a folder in nor on which outputs exist already; shard sizes differ by at most one;
+    and jobs that would write the same output (the same file given twice, or two inputs with the same
+    name mirrored into one folder) always fall into the same shard, so two shards never write one
+    output. The jobs keep their planned order.
+    """
+    if not 1 <= index <= count:
+        raise ValueError(f"shard {index}/{count}: need 1 <= index <= count")
+    owner = {name: i % count + 1 for i, name in enumerate(sorted({str(job.output) for job in jobs}))}
+    return [job for job in jobs if owner[str(job.output)] == index]
+
+
 def check_single_output(output: Path, codec: str | None) -> None:
     if codec == "png" and output.suffix:
         raise UsageError(f"--codec png writes a folder of PNG frames, but {output} has an extension; "

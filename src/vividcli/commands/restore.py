@@ -7,7 +7,10 @@ imported, so a typo costs well under a second (exit 2).
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,17 +32,18 @@ from vividcli.commands.options import (
     Upscale,
 )
 from vividcli.config import OFFLOAD_MODES, SR_TILE_OVERLAP, WEIGHT_FORMATS, RestoreOptions
-from vividcli.devices import check_device_name, check_vivid_dtype, dtype_name, resolve_device
+from vividcli.devices import check_device_name, check_vivid_dtype, dtype_name, local_rank_device, resolve_device
 from vividcli.engines.build import EngineSpec, checkpoint_dir, engine_factory
 from vividcli.errors import UsageError
 from vividcli.interrupt import Interrupted
 from vividcli.media.codecs import check_encoding
 from vividcli.media.probe import parse_fps
 from vividcli.progress import make_reporter
-from vividcli.runner import EncodeOptions, Job, plan_jobs, run_batch, summary_line
+from vividcli.runner import EncodeOptions, Job, plan_jobs, run_batch, select_shard, summary_line
 from vividcli.stages.caption_file import load_captions_file
 
 ENGINES = ("vivid", "classic", "realesrgan")
+WHOLE = re.compile("[0-9]+")  # ASCII digits only (str.isdigit also takes superscripts, which int() refuses)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class RestoreRequest:
     overwrite: bool
     quiet: bool
     json_report: bool
+    shard: tuple[int, int] | None = None  # (K, N) of --shard K/N or --batch-parallel: only K's share of the jobs
+    planned: int = 0  # jobs before the shard was taken
 
 
 def restore(
@@ -108,6 +114,12 @@ def restore(
              "the activation memory; the same result up to float rounding).")] = False,
     fps: Fps = None,
     recursive: Annotated[bool, typer.Option(help="Look for videos in subfolders of input folders.")] = False,
+    shard: Annotated[Optional[str], typer.Option(
+        help="K/N: restore only the K-th of N shares of the inputs (1 <= K <= N), so that N processes started "
+             "with the same command and K = 1..N do every input exactly once (docs/distributed.md).")] = None,
+    batch_parallel: Annotated[bool, typer.Option(
+        help="Under torchrun or another launcher that sets RANK and WORLD_SIZE: --shard RANK+1/WORLD_SIZE, "
+             "on GPU cuda:LOCAL_RANK with --device auto or cuda (docs/distributed.md).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Redo inputs whose output already exists.")] = False,
     codec: Annotated[Optional[str], typer.Option(help="libx264 (default), libx265, prores, ffv1, or png "
                                                  "(a folder of PNG frames).")] = None,
@@ -145,7 +157,7 @@ def restore(
             inputs=inputs, output=output, engine=engine, options=options, ckpt_dir=ckpt_dir, caption=caption,
             captions_file=captions_file, captioner=captioner, trust_remote_code=trust_remote_code,
             textfix=textfix, sr_model=sr_model, sr_tile=sr_tile, device=device, dtype=dtype, offload=offload, weights=weights,
-            fps=fps,
+            fps=fps, shard=shard, batch_parallel=batch_parallel,
             recursive=recursive, overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
             save_frames=save_frames, no_audio=no_audio, cache_dir=cache_dir, no_resume=no_resume,
             checkpoint_every=checkpoint_every, keep_cache=keep_cache, quiet=quiet, json_report=json_report)
@@ -157,7 +169,8 @@ def build_request(
     *, inputs: list[Path], output: str, engine: str, options: RestoreOptions, ckpt_dir: Path | None,
     caption: str | None, captions_file: Path | None, captioner: str | None, trust_remote_code: bool,
     textfix: bool, sr_model: Path | None, sr_tile: int, device: str, dtype: str, offload: str, weights: str,
-    fps: str | None,
+    fps: str | None, shard: str | None = None, batch_parallel: bool = False,
+    environ: Mapping[str, str] | None = None,
     recursive: bool, overwrite: bool, codec: str | None, crf: int | None, preset: str | None,
     pix_fmt: str | None, save_frames: Path | None, no_audio: bool, cache_dir: Path | None, no_resume: bool,
     checkpoint_every: int, keep_cache: bool, quiet: bool, json_report: bool,
@@ -177,13 +190,20 @@ def build_request(
         raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
     if weights not in WEIGHT_FORMATS:
         raise UsageError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    environ = os.environ if environ is None else environ  # the launcher's RANK, WORLD_SIZE, LOCAL_RANK
+    share = batch_shard(shard, batch_parallel, environ)
     frame_rate = parse_fps(fps) if fps is not None else None
     encode = EncodeOptions(codec=None if codec == "png" else codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                            copy_audio=not no_audio)
     jobs = plan_jobs(list(inputs), output, recursive=recursive, codec=codec, save_frames=save_frames)
     check_encode_options(encode, jobs, save_frames)
+    planned = len(jobs)
+    if share is not None:
+        jobs = select_shard(jobs, *share)
     if engine == "classic" and not textfix:
         device = "cpu"  # weight-free: nothing to put on a GPU
+    elif batch_parallel:
+        device = local_rank_device(device, local_rank(environ))
     spec = EngineSpec(
         engine=engine, options=options, ckpt_dir=ckpt_dir, caption=caption, captions_file=captions_file,
         captioner=captioner, trust_remote_code=trust_remote_code, device=device, dtype=dtype, textfix=textfix,
@@ -195,7 +215,42 @@ def build_request(
     if engine == "vivid":
         checkpoint_dir(spec)  # a wrong --ckpt-dir fails now, before any input is opened
     return RestoreRequest(jobs=tuple(jobs), engine=spec, encode=encode, fps=frame_rate, overwrite=overwrite,
-                          quiet=quiet, json_report=json_report)
+                          quiet=quiet, json_report=json_report, shard=share, planned=planned)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard K/N` as (K, N), 1 <= K <= N."""
+    match = re.fullmatch(r" *([0-9]+) */ *([0-9]+) *", text)
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise UsageError(f"--shard must be K/N with 1 <= K <= N (e.g. --shard 2/4), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def batch_shard(shard: str | None, batch_parallel: bool, environ: Mapping[str, str]) -> tuple[int, int] | None:
+    """The (K, N) share of the inputs this process restores: --shard K/N, or RANK+1/WORLD_SIZE under a launcher."""
+    if not batch_parallel:
+        return None if shard is None else parse_shard(shard)
+    if shard is not None:
+        raise UsageError("--batch-parallel takes the shard from RANK and WORLD_SIZE; use either it or --shard, "
+                         "not both")
+    missing = [name for name in ("RANK", "WORLD_SIZE") if name not in environ]
+    if missing:
+        raise UsageError(f"--batch-parallel needs RANK and WORLD_SIZE, which launchers such as torchrun set, but "
+                         f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set; without a "
+                         "launcher use --shard K/N")
+    rank, world = environ["RANK"].strip(), environ["WORLD_SIZE"].strip()
+    if not (WHOLE.fullmatch(rank) and WHOLE.fullmatch(world) and int(rank) < int(world)):
+        raise UsageError(f"--batch-parallel needs whole numbers 0 <= RANK < WORLD_SIZE, got RANK={rank!r} "
+                         f"WORLD_SIZE={world!r}")
+    return int(rank) + 1, int(world)
+
+
+def local_rank(environ: Mapping[str, str]) -> int:
+    """This process's GPU on its node under a launcher: LOCAL_RANK (0 where the launcher does not set it)."""
+    value = environ.get("LOCAL_RANK", "0").strip()
+    if not WHOLE.fullmatch(value):
+        raise UsageError(f"--batch-parallel: LOCAL_RANK must be a whole number, got {value!r}")
+    return int(value)
 
 
 def check_caption_options(*, caption: str | None, captions_file: Path | None, captioner: str | None) -> None:
@@ -241,6 +296,8 @@ def run(request: RestoreRequest) -> int:
     reporter = make_reporter(request.quiet)
     results = []
     code = 0
+    if request.shard is not None:
+        reporter.message(shard_line(request))
     try:
         make_engine = engine_factory(request.engine, reporter)
         results = run_batch(list(request.jobs), make_engine, request.encode, overwrite=request.overwrite,
@@ -255,6 +312,15 @@ def run(request: RestoreRequest) -> int:
     if len(results) > 1 or code == 1:
         reporter.message(summary_line(results))
     if request.json_report:
-        json.dump({"results": [r.as_dict() for r in results], "exit_code": code}, sys.stdout, indent=2)
+        shard = None if request.shard is None else {"index": request.shard[0], "count": request.shard[1],
+                                                     "inputs": len(request.jobs), "of": request.planned}
+        json.dump({"results": [r.as_dict() for r in results], "exit_code": code, "shard": shard}, sys.stdout,
+                  indent=2)
         sys.stdout.write("\n")
     return code
+
+
+def shard_line(request: RestoreRequest) -> str:
+    index, count = request.shard
+    share = f"shard {index}/{count}: {len(request.jobs)} of {request.planned} inputs"
+    return share if request.jobs else f"{share}: nothing to do (every input belongs to another shard)"
