@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from vividcli.commands.common import Debug, one_line_errors
+from vividcli.commands.options import JsonReport, Quiet, ReplaceOutput
 from vividcli.quality.compare import CompareConfig, run_compare
 
 
@@ -32,9 +33,9 @@ def compare(
     crf: Annotated[Optional[int], typer.Option(help="x264/x265 quality (default 18).")] = None,
     fps: Annotated[Optional[str], typer.Option(help="Frame rate of image-sequence inputs (default 24).")] = None,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not copy the first input's audio.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    json_report: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    overwrite: ReplaceOutput = False,
+    quiet: Quiet = False,
+    json_report: JsonReport = False,
     debug: Debug = False,
 ) -> None:
     """Put videos next to each other, labelled, with the first one's timing and audio."""

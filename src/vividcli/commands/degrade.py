@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from vividcli.commands.common import Debug, one_line_errors
+from vividcli.commands.options import JsonReport, Quiet, ReplaceOutput
 from vividcli.quality.degrade import DegradeConfig, run_degrade
 
 
@@ -34,9 +35,9 @@ def degrade(
                                                           "(default veryfast).")] = None,
     fps: Annotated[Optional[str], typer.Option(help="Frame rate of an image-sequence input (default 24).")] = None,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not copy the input's audio.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    json_report: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    overwrite: ReplaceOutput = False,
+    quiet: Quiet = False,
+    json_report: JsonReport = False,
     debug: Debug = False,
 ) -> None:
     """Degrade a clean video deterministically, keeping its frame count, timing and audio."""

@@ -37,3 +37,7 @@ Dtype = Annotated[str, typer.Option(
 Overwrite = Annotated[bool, typer.Option(help="Replace outputs that already exist.")]
 CacheDir = Annotated[Optional[Path], typer.Option(
     help="Job cache folder (default $VIVIDVR_CACHE_DIR or the user cache).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+JsonReport = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+ReplaceOutput = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+
