@@ -39,6 +39,10 @@ from vividcli.models.projector import ControlFeatureProjector
 class VividVRTransformer3DModel(CogVideoXTransformer3DModel):
     """CogVideoX1.5 DiT + control feature projector + control patch embed + dual-branch connectors."""
 
+    # fp8 weight storage (`--weights fp8`) leaves these in the compute dtype: diffusers' own choice for
+    # CogVideoX (embeddings, norms) plus the control feature projector (GroupNorm-heavy, 0.2% of FLOPs).
+    _skip_layerwise_casting_patterns = ["patch_embed", "norm", "control_feat_proj"]
+
     # Same constructor signature as the stock model, so the official config.json applies unchanged
     # (diffusers reads the accepted config keys from the signature).
     @functools.wraps(CogVideoXTransformer3DModel.__init__)
@@ -74,17 +78,15 @@ class VividVRTransformer3DModel(CogVideoXTransformer3DModel):
     ) -> tuple[torch.Tensor] | Transformer2DModelOutput:
         """Noise prediction for [noisy | control] latents [B, F, 2C, H, W] -> [B, F, C, H, W].
 
-        With `control_latents` ([B or 1, F, C, H, W]) given, `hidden_states` holds the noisy latents
-        alone. `control_hidden_states` are the ControlNet's per-block video-token states; `None` skips
-        the connectors (the control projector and control patch embed still apply).
-        `conditioning_scale` (γ, `--fidelity`) scales the control patch embedding and every connector's
-        residual; at 0 neither is computed and the control latents and states are ignored.
+        `control_latents=` ([B or 1, F, C, H, W]) passes the control latents apart from the noisy ones.
+        The control patch embedding and the connectors' residuals (`control_hidden_states`: the
+        ControlNet's per-block states; None skips the connectors) are injected times
+        `conditioning_scale` (γ, `--fidelity`); at 0 neither is computed.
         """
         latents = hidden_states
         if control_latents is None:
             latents, control_latents = hidden_states.chunk(2, dim=2)
         frames, _, height, width = latents.shape[1:]
-        connect = control_hidden_states is not None and conditioning_scale != 0
 
         # 1. Time embedding
         emb = embed_timestep(self, timestep, latents.dtype, timestep_cond, ofs)
@@ -95,6 +97,30 @@ class VividVRTransformer3DModel(CogVideoXTransformer3DModel):
         text_tokens, video_tokens = tokens[:, :text_length], tokens[:, text_length:]
 
         # 3. DiT blocks, each followed by its connector (residual times γ)
+        video_tokens = self._blocks(video_tokens, text_tokens, emb, image_rotary_emb, attention_kwargs,
+                                    control_hidden_states, conditioning_scale)
+
+        # 4. Output normalisation and projection
+        video_tokens = self.norm_final(video_tokens)
+        video_tokens = self.proj_out(self.norm_out(video_tokens, temb=emb))
+
+        # 5. Unpatchify
+        cfg = self.config
+        output = unpatchify(video_tokens, frames, height, width, cfg.patch_size, cfg.patch_size_t)
+        return Transformer2DModelOutput(sample=output) if return_dict else (output,)
+
+    def _blocks(
+        self,
+        video_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        emb: torch.Tensor,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None,
+        attention_kwargs: dict[str, Any] | None,
+        control_hidden_states: Sequence[torch.Tensor] | None,
+        scale: float,
+    ) -> torch.Tensor:
+        """The DiT blocks; after block i, connector i injects ControlNet state i // ceil(blocks / states)."""
+        connect = control_hidden_states is not None and scale != 0
         interval = math.ceil(len(self.transformer_blocks) / len(control_hidden_states)) if connect else 0
         for i, block in enumerate(self.transformer_blocks):
             video_tokens, text_tokens = block(
@@ -105,14 +131,5 @@ class VividVRTransformer3DModel(CogVideoXTransformer3DModel):
                 attention_kwargs=attention_kwargs,
             )
             if connect:
-                state = control_hidden_states[i // interval]
-                video_tokens = self.connectors[i](video_tokens, state, conditioning_scale)
-
-        # 4. Output normalisation and projection
-        video_tokens = self.norm_final(video_tokens)
-        video_tokens = self.proj_out(self.norm_out(video_tokens, temb=emb))
-
-        # 5. Unpatchify
-        cfg = self.config
-        output = unpatchify(video_tokens, frames, height, width, cfg.patch_size, cfg.patch_size_t)
-        return Transformer2DModelOutput(sample=output) if return_dict else (output,)
+                video_tokens = self.connectors[i](video_tokens, control_hidden_states[i // interval], scale)
+        return video_tokens
