@@ -24,8 +24,8 @@ TrustRemoteCode = Annotated[bool, typer.Option(
 Upscale = Annotated[float, typer.Option(
     help="0: short side to 1024 px (the paper's setting); otherwise a scale factor.")]
 TileSize = Annotated[int, typer.Option(
-    help="Spatial tile in latent pixels (x8 image pixels; even), stride half of it; smaller tiles need less GPU "
-         "memory, more tiles more time.")]
+    help="Spatial tile in latent pixels (x8 image pixels; even, at most 300), stride half of it; smaller tiles "
+         "need less GPU memory, more tiles more time.")]
 ClipFrames = Annotated[int, typer.Option(
     help="Frames per temporal clip (8k+1); longer videos are split with half overlap and merged every step.")]
 Fps = Annotated[Optional[str], typer.Option(

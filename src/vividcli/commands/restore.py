@@ -88,8 +88,11 @@ def restore(
         help="Restoration-guided sampling exponent s (e.g. 1.5; <= 0: off): each step's clean estimate is "
              "pulled towards the encoded input by (t/1000)^s, so a larger s pulls less (more realistic), a smaller "
              "s more (closer to the input). Vivid engine.")] = -1.0,
-    fidelity: Annotated[float, typer.Option(help="ControlNet conditioning scale: 1.0 = the paper; lower "
-                                            "lets the model correct more, higher holds the input harder.")] = 1.0,
+    fidelity: Annotated[float, typer.Option(
+        help="γ, CreativeVR's precision knob: scales everything Vivid-VR injects into the frozen CogVideoX DiT (the "
+             "control patch embedding and each connector's residual). 1 = as trained (the paper); 0 = the plain "
+             "CogVideoX text-to-video prior (the ControlNet is not run); values in between interpolate. Values "
+             "other than 1 are outside what the model was trained with. Vivid engine.")] = 1.0,
     color_fix: Annotated[str, typer.Option(help="adain: match each output frame's per-channel mean and standard "
                                            "deviation to the upscaled input frame; none. Vivid engine.")] = "adain",
     textfix: Annotated[bool, typer.Option(help="Put back legible text: text regions (EasyOCR's CRAFT) come from the "

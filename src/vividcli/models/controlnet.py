@@ -30,6 +30,7 @@ class VividVRControlNetModel(ModelMixin, ConfigMixin):
     """Defaults are the CogVideoX1.5-5B values with the official 6 ControlNet blocks."""
 
     _no_split_modules = ["CogVideoXBlock", "CogVideoXPatchEmbed"]
+    _skip_layerwise_casting_patterns = ["patch_embed", "norm", "control_feat_proj"]  # as the transformer's
 
     @register_to_config
     def __init__(
