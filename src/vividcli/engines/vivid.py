@@ -108,7 +108,8 @@ class VividEngine:
         if self._models is None:
             s = self.settings
             offload = resolve_offload(s.offload, s.device)
-            self.say(f"offload: {offload}" + (" (auto)" if s.offload == "auto" else ""))
+            if torch.device(s.device).type == "cuda":  # on the CPU there is nothing to offload
+                self.say(f"offload: {offload}" + (" (auto)" if s.offload == "auto" else ""))
             self._models = load_models(s.ckpt_dir, dtype=s.dtype, device=s.device, offload=offload, weights=s.weights)
         return self._models
 
