@@ -72,7 +72,7 @@ def caption(
         request = CaptionRequest(
             input=input, output=output, captioner=captioner, trust_remote_code=trust_remote_code,
             options=RestoreOptions(upscale=upscale, tile_size=tile_size, clip_frames=clip_frames),
-            fps=parse_fps(fps) if fps is not None else None, ckpt_dir=ckpt_dir, device=device,
+            fps=parse_fps(fps, UsageError) if fps is not None else None, ckpt_dir=ckpt_dir, device=device,
             dtype=dtype_name(dtype))
         run(request)
 

@@ -195,7 +195,7 @@ def build_request(
         raise UsageError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
     environ = os.environ if environ is None else environ  # the launcher's RANK, WORLD_SIZE, LOCAL_RANK
     share = batch_shard(shard, batch_parallel, environ)
-    frame_rate = parse_fps(fps) if fps is not None else None
+    frame_rate = parse_fps(fps, UsageError) if fps is not None else None
     encode = EncodeOptions(codec=None if codec == "png" else codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                            copy_audio=not no_audio)
     jobs = plan_jobs(list(inputs), output, recursive=recursive, codec=codec, save_frames=save_frames)

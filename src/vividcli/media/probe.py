@@ -19,7 +19,7 @@ from typing import Literal
 import av
 import numpy as np
 
-from vividcli.errors import MediaError, UsageError
+from vividcli.errors import MediaError, VividError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 """Files an image-sequence folder may hold (case-insensitive); anything else in the folder is ignored."""
@@ -149,14 +149,15 @@ def probe(path: str | os.PathLike[str], fps: Fraction | int | str | None = None)
 # --------------------------------------------------------------------------------------- helpers
 
 
-def parse_fps(fps: Fraction | int | str) -> Fraction:
-    """A frame rate from a number, a decimal string or a ratio ("30000/1001"); UsageError when invalid."""
+def parse_fps(fps: Fraction | int | str, error: type[VividError] = MediaError) -> Fraction:
+    """A frame rate from a number, a decimal string or a ratio ("30000/1001"); `error` when invalid
+    (the command line passes UsageError: a bad --fps is a usage error, exit 2)."""
     try:
         value = Fraction(fps)  # accepts "30000/1001", "29.97", 24, Fraction
     except (ValueError, ZeroDivisionError, TypeError):
-        raise UsageError(f"invalid frame rate {fps!r}: use a number like 24 or a ratio like 30000/1001") from None
+        raise error(f"invalid frame rate {fps!r}: use a number like 24 or a ratio like 30000/1001") from None
     if value <= 0:
-        raise UsageError(f"invalid frame rate {fps!r}: it must be positive")
+        raise error(f"invalid frame rate {fps!r}: it must be positive")
     return value
 
 
