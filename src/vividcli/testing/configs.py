@@ -86,3 +86,24 @@ MODEL_INDEX = {
     "transformer": ["diffusers", "CogVideoXTransformer3DModel"],
     "vae": ["diffusers", "AutoencoderKLCogVideoX"],
 }
+
+# zai-org/CogVideoX1.5-5B vae/config.json: diffusers' AutoencoderKLCogVideoX defaults (block_out_channels
+# 128/256/256/512, 3 layers per block, 32 norm groups, sample 480x720) with the 1.5 scaling values.
+COGVIDEOX_VAE = {"scaling_factor": 0.7, "invert_scale_latents": True}
+
+# zai-org/CogVideoX1.5-5B text_encoder/config.json: the T5-v1.1-XXL encoder (4.76e9 parameters).
+T5_XXL_ENCODER = {
+    "d_model": 4096,
+    "d_kv": 64,
+    "num_heads": 64,
+    "d_ff": 10240,
+    "num_layers": 24,
+    "vocab_size": 32128,
+    "feed_forward_proj": "gated-gelu",
+    "dense_act_fn": "gelu_new",
+    "is_gated_act": True,
+    "layer_norm_epsilon": 1e-06,
+    "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128,
+    "tie_word_embeddings": False,
+}
