@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from vividcli import __version__
-from vividcli.commands import caption, doctor, restore
+from vividcli.commands import caption, doctor, plan, restore
 from vividcli.commands import compare as compare_command
 from vividcli.commands import degrade as degrade_command
 from vividcli.commands import evaluate as eval_command
@@ -34,6 +34,7 @@ def main_options(
 
 
 app.command()(restore.restore)
+app.command()(plan.plan)
 app.command()(caption.caption)
 app.command("degrade")(degrade_command.degrade)
 app.command("eval")(eval_command.evaluate)

@@ -34,6 +34,17 @@ Device = Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda, 
 Dtype = Annotated[str, typer.Option(
     help="auto: bfloat16 on cuda, float32 on cpu (Real-ESRGAN models: float16 on cuda where they support it); "
          "or bfloat16, float32, float16 (not for Vivid-VR: it overflows).")]
+Offload = Annotated[str, typer.Option(
+    help="Where the vivid engine keeps its models: none (all on the GPU), model (the denoising models on the "
+         "GPU only while denoising), group (one block at a time), sequential (one layer at a time: least "
+         "memory, slowest), or auto (by the GPU's free memory; none on the CPU). T5 and the VAE are on the "
+         "GPU only for their stages in every mode.")]
+Weights = Annotated[str, typer.Option(
+    help="Vivid engine: store the denoising models' weights in the compute dtype (bf16) or as fp8, cast "
+         "layer by layer (half the weight memory; outputs change slightly, docs/memory.md).")]
+SequentialCfg = Annotated[bool, typer.Option(
+    help="Vivid engine: run the two classifier-free-guidance halves one after another at batch 1 (about half "
+         "the activation memory; the same result up to float rounding).")]
 Overwrite = Annotated[bool, typer.Option(help="Replace outputs that already exist.")]
 CacheDir = Annotated[Optional[Path], typer.Option(
     help="Job cache folder (default $VIVIDVR_CACHE_DIR or the user cache).")]

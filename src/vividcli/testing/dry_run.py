@@ -29,6 +29,7 @@ from vividcli.models.loading import VividVRModels
 from vividcli.models.transformer import VividVRTransformer3DModel
 from vividcli.pipeline import restore_frames
 from vividcli.planning.plan import plan_restoration
+from vividcli.planning.sizes import ModelSizes
 from vividcli.testing.checkpoints import TinySpec, controlnet_config, text_encoder_config, transformer_config, vae_config
 from vividcli.testing.configs import (
     COGVIDEOX_TRANSFORMER,
@@ -196,3 +197,54 @@ def report(spec: DryRunSpec, plan, tracker: LiveBytes, nets: dict[str, torch.nn.
         "per_stage": {s: device[s] for s in stages}, "per_stage_host": {s: host[s] for s in stages},
     }
 
+
+
+def model_sizes(configs: ModelConfigs) -> ModelSizes:
+    """`ModelSizes` counted on the networks built from `configs` (on the meta device: no memory)."""
+    with torch.device("meta"):
+        nets = build_networks(configs, torch.device("meta"))
+    transformer, controlnet, vae, t5 = (nets[k] for k in ("transformer", "controlnet", "vae", "text_encoder"))
+    cfg, t5_cfg = transformer.config, t5.config
+    fp8 = {name: fp8_params(nets[name]) for name in ("transformer", "controlnet")}
+    encode, decode = vae_flops_per_voxel(vae)
+    ff = transformer.transformer_blocks[0].ff.net[2]
+    return ModelSizes(
+        heads=cfg.num_attention_heads, head_dim=cfg.attention_head_dim, layers=cfg.num_layers,
+        controlnet_layers=controlnet.config.num_layers, text_length=cfg.max_text_seq_length, patch=cfg.patch_size,
+        patch_t=cfg.patch_size_t, latent_channels=cfg.in_channels,
+        ff_mult=ff.in_features // ff.out_features, connector_width=transformer.connectors[0].to_q[0].out_features,
+        projector_width=transformer.control_feat_proj[0].spatial_res_block.conv1.out_channels,
+        transformer_params=count(transformer), controlnet_params=count(controlnet),
+        block_params=count(transformer.transformer_blocks[0]), connector_params=count(transformer.connectors[0]),
+        largest_layer_params=max(count(m) for m in transformer.modules() if not list(m.children())),
+        transformer_fp8_params=fp8["transformer"], controlnet_fp8_params=fp8["controlnet"],
+        t5_params=count(t5), t5_dim=t5_cfg.d_model, t5_heads=t5_cfg.num_heads, t5_kv=t5_cfg.d_kv,
+        t5_ff=t5_cfg.d_ff, t5_layers=t5_cfg.num_layers, vae_params=count(vae),
+        vae_channels=tuple(vae.config.block_out_channels), vae_tile=(vae.tile_sample_min_height, vae.tile_sample_min_width),
+        vae_frame_batch=vae.num_sample_frames_batch_size, vae_encode_flops_per_voxel=encode,
+        vae_decode_flops_per_voxel=decode)
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def fp8_params(module: torch.nn.Module) -> int:
+    """Parameters diffusers' layerwise casting stores as float8 (what `--weights fp8` does)."""
+    module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    return sum(p.numel() for p in module.parameters() if p.dtype == torch.float8_e4m3fn)
+
+
+def vae_flops_per_voxel(vae: torch.nn.Module, frames: int = 9, size: int = 64) -> tuple[float, float]:
+    """(encode, decode) FLOPs per frame pixel of the VAE, counted by torch on a small input (meta device)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    vae.disable_tiling()
+    voxels = frames * size * size
+    with torch.device("meta"), torch.no_grad():
+        video = torch.zeros(1, 3, frames, size, size, dtype=torch.bfloat16)
+        with FlopCounterMode(display=False) as encode:
+            latents = vae.encode(video).latent_dist.mode()
+        with FlopCounterMode(display=False) as decode:
+            vae.decode(latents)
+    return encode.get_total_flops() / voxels, decode.get_total_flops() / voxels

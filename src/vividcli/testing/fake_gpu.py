@@ -99,12 +99,24 @@ class DatalessOps(TorchDispatchMode):
       only to steer control flow: the VAE input's minimum (real frames are in [0, 1]; 0 keeps that
       branch) and the scheduler's timestep checks. None of them changes a tensor's size.
     * `pin_memory()` (not implemented for fake tensors) makes a new host tensor of the same size,
-      as pinning does: page-locked memory is a fresh allocation and the data is copied into it.
+      as pinning does: page-locked memory is a fresh allocation and the data is copied into it; and
+      `is_pinned()` is true for exactly those tensors (so diffusers does not pin them again).
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pinned: dict[int, weakref.ref] = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._pin_memory.default:
-            return torch.empty_like(args[0])
+            pinned = torch.empty_like(args[0])
+            storage = pinned.untyped_storage()
+            self._pinned[id(storage)] = weakref.ref(storage)
+            return pinned
+        if func is torch.ops.aten.is_pinned.default:
+            storage = args[0].untyped_storage()
+            ref = self._pinned.get(id(storage))
+            return ref is not None and ref() is storage
         try:
             return func(*args, **(kwargs or {}))
         except DataDependentOutputException:
