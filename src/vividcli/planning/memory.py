@@ -24,7 +24,7 @@ ROTARY_FP32 = 3
 CLIP_LATENT_TENSORS = 5
 # VAE encode: the clip in the VAE dtype plus, per tile and frame batch, the encoder's working set in
 # units of [frames, first channel count, tile] tensors.
-ENCODE_WORKING_SET = 4.0
+ENCODE_WORKING_SET = 8.0
 # Decode with the colour fix: the decoded float32 frames, the re-read input frames on the device, and
 # two AdaIN intermediates (subtract, divide), all at the output size.
 COLOR_FIX_FRAME_TENSORS = 4
@@ -32,6 +32,10 @@ DECODE_WORKING_SET = 4.0
 # group: diffusers' block-level group offloading keeps the model's own top-level layers (embeddings,
 # projector, output) and, with CUDA streams, the running block and the prefetched next one.
 GROUP_BLOCKS = 2
+# Host frames of one clip at the output size, float32: while encoding, the decoded frames, their stack,
+# the [F, C, H, W] copy and the VAE input; while decoding, the re-read input and the output frames.
+ENCODE_FRAME_COPIES = 4
+DECODE_FRAME_COPIES = 2
 
 
 def weight_bytes(params: int, fp8_params: int, weights: str, dtype_bytes: int) -> int:
@@ -125,23 +129,27 @@ def device_memory(shape: RunShape, sizes: ModelSizes, offload: str, weights: str
 
 
 def host_memory(shape: RunShape, sizes: ModelSizes, offload: str, weights: str) -> dict[str, int]:
-    """Stage -> peak host bytes: the weights kept on the host, the frames of one clip, every clip's state."""
+    """Stage -> peak host bytes: the weights kept on the host, the frames of one clip, every clip's state.
+
+    A stage that moves a model to the device starts with it still on the host, so its peak counts it.
+    """
     e = shape.dtype_bytes
     denoisers = denoiser_weights(sizes, weights, e)
     vae, t5 = sizes.vae_params * e, sizes.t5_params * e
-    # Weights load onto the host in the compute dtype; group offloading with CUDA streams then keeps a
-    # pinned copy of each group besides the loaded one until its first use.
+    # Weights load onto the host in the compute dtype. Group offloading with CUDA streams keeps a pinned
+    # copy of every group besides the loaded one until the group's first use (in the first denoising call).
     pinned = denoisers if offload == "group" else 0
-    host_denoisers = 0 if offload == "none" else denoisers
+    at_rest = vae + t5 + (0 if offload == "none" else denoisers)
     frames = shape.clip_frames * 3 * shape.output_size[0] * shape.output_size[1] * FP32
     clip = shape.latent_frames * sizes.latent_channels * shape.latent_size[0] * shape.latent_size[1] * e
     prompts = 2 * shape.tiles * sizes.text_length * sizes.t5_dim * e
     states = shape.clips * (3 * clip + prompts)  # control latents, latents, previous x0; prompt embeddings
+    on_device_while_denoising = denoisers if offload == "model" else 0
     return {
         "load": denoisers + vae + t5 + pinned,
-        "encode": host_denoisers + pinned + t5 + 4 * frames + states,
-        "text": host_denoisers + pinned + vae + states,
-        "denoise": host_denoisers + vae + t5 + states,
-        "merge": host_denoisers + vae + t5 + states,
-        "decode": host_denoisers + t5 + 2 * frames + states,
+        "encode": at_rest + pinned - vae + ENCODE_FRAME_COPIES * frames + states,
+        "text": at_rest + pinned + states,
+        "denoise": at_rest + pinned + states,
+        "merge": at_rest - on_device_while_denoising + states,
+        "decode": at_rest - vae + DECODE_FRAME_COPIES * frames + states,
     }

@@ -13,10 +13,12 @@ every tile spans the whole time axis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from vividcli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -140,10 +142,12 @@ def plan_tiles(latent_height: int, latent_width: int, tile_size: int, tile_strid
 
 
 def tile_weight_mask(
-    tile: Tile, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    tile: Tile, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """0/1 blend mask of shape [1, 1, 1, h, w], broadcastable to a [B, T, C, h, w] tile."""
-    mask = torch.zeros((1, 1, 1, tile.height, tile.width), dtype=dtype, device=device)
+    """0/1 blend mask of shape [1, 1, 1, h, w] (float32 unless `dtype`), broadcastable to a [B, T, C, h, w] tile."""
+    import torch  # here, so that planning (e.g. `vividvr plan`) never loads torch
+
+    mask = torch.zeros((1, 1, 1, tile.height, tile.width), dtype=dtype or torch.float32, device=device)
     r0, r1 = tile.weight_rows
     c0, c1 = tile.weight_cols
     mask[..., r0:r1, c0:c1] = 1
