@@ -22,16 +22,21 @@ ROTARY_FP32 = 3
 # Clip-sized tensors on the device while one clip is denoised: its latents and control latents and the
 # three blending sums (latents, x0, weights) of `denoise_clip_step`.
 CLIP_LATENT_TENSORS = 5
-# VAE encode: the clip in the VAE dtype plus, per tile and frame batch, the encoder's working set in
-# units of [frames, first channel count, tile] tensors.
-ENCODE_WORKING_SET = 8.0
+# VAE working sets, in [frames of one call, first channel count, tile] tensors (the encoder reads 8+1
+# frames per call, the decoder writes as many): A + B x layers per block, fitted on the simulated full
+# CogVideoX VAE (3 layers: 6.59 encode, 12.6 decode) and the tiny test VAE (1 layer: 4.71, 8.85).
+ENCODE_A, ENCODE_B = 3.77, 0.94
+DECODE_A, DECODE_B = 6.98, 1.87
+# The decoder's spatial norms keep a copy of the latents resized to their level (their 1x1 causal convs
+# cache every frame they saw): two per norm, latent channels each.
+# Copies of the encoder's output (moments) alive at the encode peak: the tile rows, their blend, the
+# concatenation, the posterior's std, var and sample, the scaled and padded latents.
+MOMENTS_COPIES = 7
 # Decode with the colour fix: the decoded float32 frames, the re-read input frames on the device, and
 # two AdaIN intermediates (subtract, divide), all at the output size.
 COLOR_FIX_FRAME_TENSORS = 4
-DECODE_WORKING_SET = 4.0
-# group: diffusers' block-level group offloading keeps the model's own top-level layers (embeddings,
-# projector, output) and, with CUDA streams, the running block and the prefetched next one.
-GROUP_BLOCKS = 2
+# Copies of the decoded clip (VAE size, compute dtype) alive at the decode peak: tile rows, blended rows, cat.
+DECODED_COPIES = 3
 # Host frames of one clip at the output size, float32: while encoding, the decoded frames, their stack,
 # the [F, C, H, W] copy and the VAE input; while decoding, the re-read input and the output frames.
 ENCODE_FRAME_COPIES = 4
@@ -50,13 +55,19 @@ def denoiser_weights(sizes: ModelSizes, weights: str, e: int) -> int:
 
 
 def streamed_weights(sizes: ModelSizes, offload: str, weights: str, e: int) -> int:
-    """Denoiser weights on the device while denoising in `group` and `sequential` modes."""
-    scale = weight_bytes(sizes.block_params, sizes.block_params, weights, e) / sizes.block_params
-    if offload == "sequential":  # one leaf layer at a time (no prefetch without streams)
-        return round(sizes.largest_layer_params * scale)
-    blocks = sizes.layers * sizes.block_params + sizes.layers * sizes.connector_params
-    top = sizes.transformer_params - blocks  # embeddings, projector, output layers
-    return round((top + GROUP_BLOCKS * (sizes.block_params + sizes.connector_params)) * scale)
+    """Denoiser weights on the device while denoising in `group` and `sequential` modes.
+
+    sequential: one leaf layer at a time (no prefetch without CUDA streams). group: diffusers'
+    block-level offloading makes each entry of a module list a group (DiT blocks, connectors, projector
+    blocks) and everything else one top-level group; with CUDA streams the next group is fetched while
+    one runs. Blocks and connectors alternate, so the largest pair is a block with its connector (or,
+    in small models, two projector blocks).
+    """
+    if offload == "sequential":  # the largest layer (a feed-forward Linear) is stored in fp8 too
+        return weight_bytes(sizes.largest_layer_params, sizes.largest_layer_params, weights, e)
+    block = (weight_bytes(sizes.block_params, sizes.block_fp8_params, weights, e)
+             + weight_bytes(sizes.connector_params, sizes.connector_fp8_params, weights, e))
+    return sizes.top_level_params * e + max(block, sizes.projector_pair_params * e)  # the projector stays bf16
 
 
 def denoise_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
@@ -73,29 +84,46 @@ def denoise_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
             "clip_tensors": CLIP_LATENT_TENSORS * clip}
 
 
+def vae_call_unit(shape: RunShape, sizes: ModelSizes) -> int:
+    """Bytes per channel of one VAE call: the frames of one call on one tile."""
+    height, width = shape.vae_size
+    frames = min(shape.clip_frames, sizes.vae_frame_batch + 1)
+    return frames * min(height, sizes.vae_tile[0]) * min(width, sizes.vae_tile[1]) * shape.dtype_bytes
+
+
+def zq_copy_channels(sizes: ModelSizes) -> float:
+    """Channels (at full resolution) of the latent copies the decoder's spatial norms keep: two per norm;
+    each level has (layers + 1) resnets of two norms, a quarter of the pixels of the level above; the top
+    level adds the output norm, the bottom one the mid block's two resnets."""
+    levels = len(sizes.vae_channels)
+    total = 0.0
+    for level in range(levels):
+        norms = 2 * (sizes.vae_layers + 1) + (1 if level == 0 else 0) + (4 if level == levels - 1 else 0)
+        total += 2 * norms * sizes.latent_channels / 4**level
+    return total
+
+
 def encode_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
-    """The clip on the device in the VAE dtype, and the tiled encoder's working set."""
+    """The clip on the device in the VAE dtype, the tiled encoder's working set, copies of its output."""
     e = shape.dtype_bytes
     height, width = shape.vae_size
-    tile = min(height, sizes.vae_tile[0]) * min(width, sizes.vae_tile[1])
-    frames = min(shape.clip_frames, sizes.vae_frame_batch + 1)
-    latents = 2 * shape.latent_frames * sizes.latent_channels * shape.latent_size[0] * shape.latent_size[1] * FP32
-    return {"clip_video": 3 * shape.clip_frames * height * width * e,
-            "encoder_working_set": round(ENCODE_WORKING_SET * frames * sizes.vae_channels[0] * tile * e),
-            "posterior": latents}
+    moments = 2 * sizes.latent_channels * (shape.clip_frames - 1) // 4 * shape.latent_size[0] * shape.latent_size[1] * e
+    work = (ENCODE_A + ENCODE_B * sizes.vae_layers) * sizes.vae_channels[0] * vae_call_unit(shape, sizes)
+    return {"clip_video": 3 * shape.clip_frames * height * width * e, "encoder_working_set": round(work),
+            "encoder_outputs": MOMENTS_COPIES * moments}
 
 
 def decode_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
-    """The decoded clip and the colour fix (float32 frames at the output size), or the VAE's working set."""
+    """The decoder's working set and the decoded clip, or, when larger, the colour fix: float32 frames
+    at the output size (decoded, re-read input, two AdaIN intermediates)."""
     e = shape.dtype_bytes
-    frames = shape.clip_frames * 3 * shape.output_size[0] * shape.output_size[1] * FP32
     height, width = shape.vae_size
-    tile = min(height, sizes.vae_tile[0]) * min(width, sizes.vae_tile[1])
-    decoder = round(DECODE_WORKING_SET * 12 * sizes.vae_channels[0] * tile * e)
-    decoded = 3 * shape.clip_frames * height * width * e
-    if shape.color_fix:
-        return {"color_fix_frames": COLOR_FIX_FRAME_TENSORS * frames}
-    return {"decoded_frames": frames + decoded, "decoder_working_set": decoder}
+    channels = (DECODE_A + DECODE_B * sizes.vae_layers) * sizes.vae_channels[0] + zq_copy_channels(sizes)
+    vae = {"decoder_working_set": round(channels * vae_call_unit(shape, sizes)),
+           "decoded_clip": DECODED_COPIES * 3 * shape.clip_frames * height * width * e}
+    frames = shape.clip_frames * 3 * shape.output_size[0] * shape.output_size[1] * FP32
+    color = {"color_fix_frames": COLOR_FIX_FRAME_TENSORS * frames if shape.color_fix else frames}
+    return vae if sum(vae.values()) > sum(color.values()) else color
 
 
 def t5_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
@@ -120,7 +148,10 @@ def device_memory(shape: RunShape, sizes: ModelSizes, offload: str, weights: str
         "encode": resident + vae + sum(acts["encode"].values()),
         "text": resident + t5 + sum(acts["text"].values()),
         "denoise": in_denoise + sum(acts["denoise"].values()),
-        "merge": in_denoise + acts["denoise"]["rope_tables"],
+        # merge: on the host copies; group/sequential hooks have sent every group back by then
+        # the last clip's new latents and x0 are still on the device
+        "merge": ((denoisers if offload in ("none", "model") else 0) + acts["denoise"]["rope_tables"]
+                  + 2 * acts["denoise"]["clip_tensors"] // CLIP_LATENT_TENSORS),
         "decode": resident + vae + sum(acts["decode"].values()),
     }
     terms = {"denoiser_weights": denoisers, "denoise_weights_on_device": in_denoise, "vae_weights": vae,
@@ -136,9 +167,9 @@ def host_memory(shape: RunShape, sizes: ModelSizes, offload: str, weights: str) 
     e = shape.dtype_bytes
     denoisers = denoiser_weights(sizes, weights, e)
     vae, t5 = sizes.vae_params * e, sizes.t5_params * e
-    # Weights load onto the host in the compute dtype. Group offloading with CUDA streams keeps a pinned
-    # copy of every group besides the loaded one until the group's first use (in the first denoising call).
-    pinned = denoisers if offload == "group" else 0
+    # Weights load onto the host in the compute dtype. Group offloading with CUDA streams then makes a
+    # pinned copy of each model (the transformer first), freeing the loaded one once it is copied.
+    pinned = weight_bytes(sizes.transformer_params, sizes.transformer_fp8_params, weights, e) if offload == "group" else 0
     at_rest = vae + t5 + (0 if offload == "none" else denoisers)
     frames = shape.clip_frames * 3 * shape.output_size[0] * shape.output_size[1] * FP32
     clip = shape.latent_frames * sizes.latent_channels * shape.latent_size[0] * shape.latent_size[1] * e
@@ -147,9 +178,9 @@ def host_memory(shape: RunShape, sizes: ModelSizes, offload: str, weights: str) 
     on_device_while_denoising = denoisers if offload == "model" else 0
     return {
         "load": denoisers + vae + t5 + pinned,
-        "encode": at_rest + pinned - vae + ENCODE_FRAME_COPIES * frames + states,
-        "text": at_rest + pinned + states,
-        "denoise": at_rest + pinned + states,
+        "encode": at_rest - vae + ENCODE_FRAME_COPIES * frames + states,
+        "text": at_rest + states,
+        "denoise": at_rest + states,
         "merge": at_rest - on_device_while_denoising + states,
         "decode": at_rest - vae + DECODE_FRAME_COPIES * frames + states,
     }

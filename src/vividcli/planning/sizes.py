@@ -39,9 +39,13 @@ class ModelSizes:
     block_params: int = 132_197_632  # one CogVideoXBlock
     connector_params: int = 12_597_504  # one dual-branch connector
     largest_layer_params: int = 37_761_024  # the feed-forward's 3072 x 12288 Linear with its bias
+    top_level_params: int = 31_358_080  # transformer layers outside its block lists (embeddings, output)
+    projector_pair_params: int = 4_708_834  # the two largest consecutive control projector blocks
     # Stored as float8 under --weights fp8 (diffusers' layerwise casting skips norms, embeddings, projector)
     transformer_fp8_params: int = 5_288_422_400
     controlnet_fp8_params: int = 681_479_168
+    block_fp8_params: int = 113_273_856  # attention and feed-forward Linears (not the AdaLN ones: "norm")
+    connector_fp8_params: int = 12_597_248
     # T5-v1.1-XXL encoder (zai-org/CogVideoX1.5-5B text_encoder/config.json)
     t5_params: int = 4_762_310_656
     t5_dim: int = 4096
@@ -52,6 +56,7 @@ class ModelSizes:
     # CogVideoX VAE (vae/config.json): channels, tiling (sample size // 2), frames per encoder call
     vae_params: int = 215_583_907
     vae_channels: tuple[int, ...] = (128, 256, 256, 512)
+    vae_layers: int = 3  # resnets per encoder block (decoder blocks have one more)
     vae_tile: tuple[int, int] = (240, 360)
     vae_frame_batch: int = 8
     # FLOPs per frame pixel (torch's FlopCounterMode on 9 frames of 64 x 64, untiled)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 from types import SimpleNamespace
 
 import numpy as np
@@ -65,6 +66,7 @@ class DryRunSpec:
     offload: str = "none"
     weights: str = "bf16"
     sequential_cfg: bool = False  # CFG halves one after another at batch 1
+    color_fix: str = "adain"
     upscale: float = 0.0
     tile_size: int = 128
     clip_frames: int = 121
@@ -159,7 +161,7 @@ def run_dry(spec: DryRunSpec) -> dict:
     """Simulate one restoration (one denoising step) and return the peaks per device and stage."""
     configs = tiny_configs() if spec.tiny else full_configs()
     options = RestoreOptions(upscale=spec.upscale, tile_size=spec.tile_size, clip_frames=spec.clip_frames, steps=1,
-                             sequential_cfg=spec.sequential_cfg)
+                             sequential_cfg=spec.sequential_cfg, color_fix=spec.color_fix)
     plan = plan_restoration(spec.frames, spec.height, spec.width, options)
     tracker = LiveBytes()
     with ExitStack() as stack:
@@ -190,7 +192,7 @@ def report(spec: DryRunSpec, plan, tracker: LiveBytes, nets: dict[str, torch.nn.
         "offload": spec.offload, "weights": spec.weights, "compute_dtype": "bfloat16",
         "cfg_batch": 1 if spec.sequential_cfg else 2,
         "frames": spec.frames, "input_size": [spec.height, spec.width], "output_size": list(plan.output_size),
-        "tile_size": spec.tile_size, "clip_frames": spec.clip_frames,
+        "tile_size": spec.tile_size, "clip_frames": spec.clip_frames, "color_fix": spec.color_fix,
         "clips": len(plan.clips), "tiles": len(plan.tiles),
         "params": {name: sum(p.numel() for p in net.parameters()) for name, net in nets.items()},
         "peak_device_bytes": max(device.values()), "peak_host_bytes": max(host.values()),
@@ -217,10 +219,15 @@ def model_sizes(configs: ModelConfigs) -> ModelSizes:
         transformer_params=count(transformer), controlnet_params=count(controlnet),
         block_params=count(transformer.transformer_blocks[0]), connector_params=count(transformer.connectors[0]),
         largest_layer_params=max(count(m) for m in transformer.modules() if not list(m.children())),
+        top_level_params=count(transformer) - sum(count(m) for m in transformer.children()
+                                                  if isinstance(m, torch.nn.ModuleList)),
+        projector_pair_params=max(map(sum, pairwise(count(b) for b in transformer.control_feat_proj))),
         transformer_fp8_params=fp8["transformer"], controlnet_fp8_params=fp8["controlnet"],
+        block_fp8_params=count_fp8(transformer.transformer_blocks[0]), connector_fp8_params=count_fp8(transformer.connectors[0]),
         t5_params=count(t5), t5_dim=t5_cfg.d_model, t5_heads=t5_cfg.num_heads, t5_kv=t5_cfg.d_kv,
         t5_ff=t5_cfg.d_ff, t5_layers=t5_cfg.num_layers, vae_params=count(vae),
-        vae_channels=tuple(vae.config.block_out_channels), vae_tile=(vae.tile_sample_min_height, vae.tile_sample_min_width),
+        vae_channels=tuple(vae.config.block_out_channels), vae_layers=vae.config.layers_per_block,
+        vae_tile=(vae.tile_sample_min_height, vae.tile_sample_min_width),
         vae_frame_batch=vae.num_sample_frames_batch_size, vae_encode_flops_per_voxel=encode,
         vae_decode_flops_per_voxel=decode)
 
@@ -230,8 +237,13 @@ def count(module: torch.nn.Module) -> int:
 
 
 def fp8_params(module: torch.nn.Module) -> int:
-    """Parameters diffusers' layerwise casting stores as float8 (what `--weights fp8` does)."""
+    """Parameters diffusers' layerwise casting stores as float8 (what `--weights fp8` does); the module
+    keeps the casting on."""
     module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    return count_fp8(module)
+
+
+def count_fp8(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.dtype == torch.float8_e4m3fn)
 
 
