@@ -177,3 +177,17 @@ def test_plan_imports_no_torch(video) -> None:
     done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=300)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"code": 0, "torch": False}
+
+
+def test_restore_dry_run_plans_each_input_and_writes_nothing(video, tmp_path) -> None:
+    out = tmp_path / "out.mp4"
+    args = ["restore", str(video), "-o", str(out), "--dry-run", "--device", "cuda", "--offload", "group", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    plans = json.loads(result.stdout)["plans"]
+    assert len(plans) == 1 and plans[0]["offload"] == "group" and plans[0]["frames"] == 12
+    _, direct, _ = plan_json(str(video), "--device", "cuda", "--offload", "group")
+    assert plans[0]["per_stage"] == direct["per_stage"]  # the same plan as `vividvr plan`
+    assert not out.exists()
+    refused = CliRunner().invoke(app, ["restore", str(video), "-o", str(out), "--dry-run", "--engine", "classic"])
+    assert refused.exit_code == 2 and "--dry-run plans the vivid engine" in refused.stderr

@@ -27,6 +27,7 @@ from vividcli.errors import UsageError
 from vividcli.media.probe import parse_fps, probe
 from vividcli.planning.cost import GIB, WEIGHT_FORMATS, ModelSizes, RunCost, choose_offload, estimate, run_shape
 from vividcli.planning.plan import plan_restoration
+from vividcli.runner import plan_jobs
 
 NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
 
@@ -168,3 +169,18 @@ def print_report(report: dict, as_json_object: bool) -> None:
 
 def gib(value: float) -> str:
     return f"{value / GIB:.2f} GiB"
+
+
+def dry_run_plans(inputs: list[Path], output: str, *, engine: str, options: RestoreOptions, offload: str,
+                  weights: str, device: str, dtype: str, fps: str | None, recursive: bool, json_report: bool) -> int:
+    """`vividvr restore --dry-run`: the plan of every input of the batch (as `vividvr plan` prints it)."""
+    if engine != "vivid":
+        raise UsageError(f"--dry-run plans the vivid engine's runs; --engine {engine} has nothing to plan")
+    jobs = plan_jobs(list(inputs), output, recursive=recursive)
+    reports = [plan_report(build_request(job.input, options, offload, weights, None, device, dtype, fps))
+               for job in jobs]
+    if json_report:
+        typer.echo(json.dumps({"plans": reports, "exit_code": 0}, indent=2))
+    for report in [] if json_report else reports:
+        print_report(report, False)
+    return 0

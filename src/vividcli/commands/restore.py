@@ -31,6 +31,7 @@ from vividcli.commands.options import (
     TrustRemoteCode,
     Upscale,
 )
+from vividcli.commands.plan import dry_run_plans
 from vividcli.config import OFFLOAD_MODES, SR_TILE_OVERLAP, WEIGHT_FORMATS, RestoreOptions
 from vividcli.devices import check_device_name, check_vivid_dtype, dtype_name, local_rank_device, resolve_device
 from vividcli.engines.build import EngineSpec, checkpoint_dir, engine_factory
@@ -143,6 +144,9 @@ def restore(
                                              "captions, are kept).")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors (no progress, no warnings).")] = False,
     json_report: Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout at the end.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Vivid engine: print what each input would cost "
+                                          "(sizes, model calls, FLOPs, peak memory per offload mode; as `vividvr "
+                                          "plan`) and stop: nothing is loaded or written.")] = False,
     debug: Debug = False,
 ) -> None:
     """Restore videos or image sequences."""
@@ -156,6 +160,10 @@ def restore(
             upscale=upscale, tile_size=tile_size, clip_frames=clip_frames, steps=steps, guidance=guidance,
             dynamic_cfg=dynamic_cfg, seed=seed, restoration_guidance=restoration_guidance, fidelity=fidelity,
             color_fix=color_fix, sequential_cfg=sequential_cfg)
+        if dry_run:
+            raise typer.Exit(dry_run_plans(inputs, output, engine=engine, options=options, offload=offload,
+                                           weights=weights, device=device, dtype=dtype, fps=fps, recursive=recursive,
+                                           json_report=json_report))
         request = build_request(
             inputs=inputs, output=output, engine=engine, options=options, ckpt_dir=ckpt_dir, caption=caption,
             captions_file=captions_file, captioner=captioner, trust_remote_code=trust_remote_code,
