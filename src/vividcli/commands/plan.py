@@ -152,9 +152,11 @@ def print_report(report: dict, as_json_object: bool) -> None:
     console = Console(width=max(100, os.get_terminal_size(0).columns if os.isatty(0) else 100))
     h, w = report["output_size"]
     console.print(f"[bold]{report['input']}[/]: {report['frames']} frames {report['input_size'][0]}x"
-                  f"{report['input_size'][1]} -> {h}x{w}; {report['clips']} clips x {report['tiles']} tiles x "
-                  f"{report['steps']} steps = {report['model_calls']:,} model calls (CFG batch {report['cfg_batch']})")
-    table = Table("stage", "FLOPs", "peak device", "peak host", title=f"--offload {report['offload']} "
+                  f"{report['input_size'][1]} -> {h}x{w}; {count(report['clips'], 'clip')} x "
+                  f"{count(report['tiles'], 'tile')} x {count(report['steps'], 'step')} = {report['model_calls']:,} "
+                  f"model calls (CFG batch {report['cfg_batch']})")
+    chosen = " (auto: the fastest that fits)" if report["offload_requested"] == "auto" else ""
+    table = Table("stage", "FLOPs", "peak device", "peak host", title=f"--offload {report['offload']}{chosen} "
                   f"--weights {report['weights']}")
     for stage, device_bytes in report["per_stage"].items():
         flops = report["flops"].get(stage)
@@ -165,6 +167,10 @@ def print_report(report: dict, as_json_object: bool) -> None:
     budget = report["budget_bytes"]
     modes = ", ".join(f"{mode} {gib(peak)}" for mode, peak in report["peak_device_bytes_by_mode"].items())
     console.print(f"peak device memory by mode: {modes}; budget: {gib(budget) if budget else 'none (no GPU here)'}")
+
+
+def count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def gib(value: float) -> str:

@@ -177,7 +177,8 @@ def host_memory(shape: RunShape, sizes: ModelSizes, offload: str, weights: str) 
     states = shape.clips * (3 * clip + prompts)  # control latents, latents, previous x0; prompt embeddings
     on_device_while_denoising = denoisers if offload == "model" else 0
     return {
-        "load": denoisers + vae + t5 + pinned,
+        # read in the compute dtype; --weights fp8 casts them on the host afterwards
+        "load": max(denoiser_weights(sizes, "bf16", e), denoisers + pinned) + vae + t5,
         "encode": at_rest - vae + ENCODE_FRAME_COPIES * frames + states,
         "text": at_rest + states,
         "denoise": at_rest + states,
