@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Bottom to top (docs/architecture.md). A module may import its own layer and the layers below.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "config", "files", "devices", "progress", "interrupt"),
+    ("errors", "config", "files", "devices", "progress", "interrupt", "parallel"),
     ("media", "models", "planning", "cache"),
     ("stages", "quality", "hub"),
     ("sampling",),

@@ -27,11 +27,13 @@ from diffusers.utils.torch_utils import randn_tensor
 from vividcli.config import RestoreOptions
 from vividcli.media.reader import FrameSource
 from vividcli.models.loading import VividVRModels
+from vividcli.parallel import StepGroup
 from vividcli.planning.clips import Clip
 from vividcli.planning.plan import RestorePlan, plan_restoration
 from vividcli.progress import NullProgress, Progress
 from vividcli.sampling.sampler import ClipConditioning, ClipState, DenoiseState, SamplerSettings, sample_clips
 from vividcli.sampling.scheduler import GuidedDPMSolver
+from vividcli.sampling.shared import SamplingJob, share_job
 from vividcli.stages.caption_file import parse_captions
 from vividcli.stages.colorfix import adain_color_fix
 from vividcli.stages.prompts import build_prompts
@@ -161,6 +163,7 @@ def restore_frames(
     on_prepared: Callable[[PreparedClips], None] | None = None,
     on_step: Callable[[DenoiseState], None] | None = None,
     progress: Progress | None = None,
+    group: StepGroup | None = None,
 ) -> Iterator[np.ndarray]:
     """Restore `source`; yields the output frames in order (float32 [H, W, 3], not clipped after AdaIN).
 
@@ -170,7 +173,8 @@ def restore_frames(
     (the generator is restored from `resume`, so the output is the same). Without it the clips are
     encoded and `on_prepared(prepared)` hears the result. `on_step` receives the state after every
     step (for checkpointing). `progress` hears the stages "encode" (clips; not when skipped),
-    "denoise" (tile evaluations) and "decode" (frames).
+    "denoise" (tile evaluations) and "decode" (frames). `group`: this process leads a step-parallel
+    job (vividcli.parallel); the workers get the conditioning and state and share every step.
     """
     progress = progress or NullProgress()
     plan = plan_restoration(source.num_frames, source.height, source.width, options)
@@ -192,11 +196,13 @@ def restore_frames(
         restoration_guidance=options.restoration_guidance, fidelity=options.fidelity,
         sequential_cfg=options.sequential_cfg,
     )
+    if group is not None:
+        share_job(group, SamplingJob(settings, plan.tiles, plan.merge, conditioning, state))
     with models.placement.denoising():
         state = sample_clips(
             models.transformer, models.controlnet, solver, state, conditioning, plan.tiles, plan.merge, generator,
             settings, callback=on_step, on_tile=progress.advance, device=models.device,
-            keep=models.placement.host_storage,
+            keep=models.placement.host_storage, group=group,
         )
     del conditioning
     progress.stage("decode", source.num_frames)

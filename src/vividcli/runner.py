@@ -24,6 +24,7 @@ from vividcli.media.codecs import VIDEO_EXTENSIONS
 from vividcli.media.probe import list_images
 from vividcli.media.reader import FrameSource, open_source
 from vividcli.media.writer import open_writer, same_file
+from vividcli.parallel import RankFailure
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,8 @@ def run_job(job: Job, make_engine: EngineFactory, encode: EncodeOptions, *, over
         result.status = "done"
     except Interrupted as exc:
         result.status, result.error = "interrupted", str(exc)
+        raise
+    except RankFailure:  # a step-parallel job lost a rank: the ranks are out of step, the batch cannot go on
         raise
     except VividError as exc:
         result.error = str(exc)

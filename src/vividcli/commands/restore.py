@@ -6,6 +6,7 @@ imported, so a typo costs well under a second (exit 2).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -34,11 +35,12 @@ from vividcli.commands.options import (
 from vividcli.commands.plan import dry_run_plans
 from vividcli.config import OFFLOAD_MODES, SR_TILE_OVERLAP, WEIGHT_FORMATS, RestoreOptions
 from vividcli.devices import check_device_name, check_vivid_dtype, dtype_name, local_rank_device, resolve_device
-from vividcli.engines.build import EngineSpec, checkpoint_dir, engine_factory
-from vividcli.errors import UsageError
-from vividcli.interrupt import Interrupted
+from vividcli.engines.build import EngineSpec, checkpoint_dir, engine_factory, serve_as_worker
+from vividcli.errors import UsageError, error_line
+from vividcli.interrupt import GracefulInterrupt, Interrupted
 from vividcli.media.codecs import check_encoding
 from vividcli.media.probe import parse_fps
+from vividcli.parallel import join_group, launcher_world
 from vividcli.progress import make_reporter
 from vividcli.runner import EncodeOptions, Job, plan_jobs, run_batch, select_shard, summary_line
 from vividcli.stages.caption_file import load_captions_file
@@ -60,6 +62,7 @@ class RestoreRequest:
     json_report: bool
     shard: tuple[int, int] | None = None  # (K, N) of --shard K/N or --batch-parallel: only K's share of the jobs
     planned: int = 0  # jobs before the shard was taken
+    ranks: tuple[int, int] | None = None  # (rank, world size) of a step-parallel job under a launcher
 
 
 def restore(
@@ -203,6 +206,9 @@ def build_request(
         raise UsageError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
     environ = os.environ if environ is None else environ  # the launcher's RANK, WORLD_SIZE, LOCAL_RANK
     share = batch_shard(shard, batch_parallel, environ)
+    # Under a launcher the vivid engine shares each video's denoising steps between the processes
+    # (step-parallel), unless --batch-parallel gives each process its own inputs instead.
+    ranks = launcher_world(environ) if engine == "vivid" and not batch_parallel else None
     frame_rate = parse_fps(fps, UsageError) if fps is not None else None
     encode = EncodeOptions(codec=None if codec == "png" else codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                            copy_audio=not no_audio)
@@ -213,7 +219,7 @@ def build_request(
         jobs = select_shard(jobs, *share)
     if engine == "classic" and not textfix:
         device = "cpu"  # weight-free: nothing to put on a GPU
-    elif batch_parallel:
+    elif batch_parallel or ranks is not None:
         device = local_rank_device(device, local_rank(environ))
     spec = EngineSpec(
         engine=engine, options=options, ckpt_dir=ckpt_dir, caption=caption, captions_file=captions_file,
@@ -226,7 +232,7 @@ def build_request(
     if engine == "vivid":
         checkpoint_dir(spec)  # a wrong --ckpt-dir fails now, before any input is opened
     return RestoreRequest(jobs=tuple(jobs), engine=spec, encode=encode, fps=frame_rate, overwrite=overwrite,
-                          quiet=quiet, json_report=json_report, shard=share, planned=planned)
+                          quiet=quiet, json_report=json_report, shard=share, planned=planned, ranks=ranks)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -260,7 +266,7 @@ def local_rank(environ: Mapping[str, str]) -> int:
     """This process's GPU on its node under a launcher: LOCAL_RANK (0 where the launcher does not set it)."""
     value = environ.get("LOCAL_RANK", "0").strip()
     if not WHOLE.fullmatch(value):
-        raise UsageError(f"--batch-parallel: LOCAL_RANK must be a whole number, got {value!r}")
+        raise UsageError(f"LOCAL_RANK must be a whole number (as launchers set it), got {value!r}")
     return int(value)
 
 
@@ -304,6 +310,36 @@ def check_encode_options(encode: EncodeOptions, jobs: list[Job], save_frames: Pa
 
 def run(request: RestoreRequest) -> int:
     """Run the batch; exit code 0 (all done or skipped), 1 (some failed), 130/143 (interrupted)."""
+    if request.ranks is not None:
+        return run_step_parallel(request)
+    return run_jobs(request)
+
+
+def run_step_parallel(request: RestoreRequest) -> int:
+    """One process of a step-parallel job: rank 0 runs the batch as one process would, sharing each
+    denoising step with the others; the others only follow (no output, no progress, errors only)."""
+    rank, world = request.ranks
+    group = join_group(rank, world, resolve_device(request.engine.device))
+    spec = dataclasses.replace(request.engine, group=group)
+    try:
+        if group.leader:
+            return run_jobs(dataclasses.replace(request, engine=spec))
+        with GracefulInterrupt():  # the leader decides where to stop; a second Ctrl-C stops at once
+            serve_as_worker(spec)
+        return 0
+    except Exception as exc:
+        if group.leader:
+            raise
+        message, code = error_line(exc)  # a worker's error: one line, and no --json report (rank 0 gives it)
+        prefix = "" if message.startswith(f"rank {rank}:") else f"rank {rank}: "
+        typer.echo(f"error: {prefix}{message}", err=True)
+        return code
+    finally:
+        group.finish()
+
+
+def run_jobs(request: RestoreRequest) -> int:
+    """The batch of this process, reported on stdout/stderr."""
     reporter = make_reporter(request.quiet)
     results = []
     code = 0

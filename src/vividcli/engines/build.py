@@ -16,6 +16,7 @@ from vividcli.errors import CheckpointError
 from vividcli.interrupt import GracefulInterrupt
 from vividcli.media.reader import FrameSource
 from vividcli.models.layout import CheckpointLayout
+from vividcli.parallel import StepGroup
 from vividcli.planning.geometry import upscale_factor
 
 
@@ -42,6 +43,7 @@ class EngineSpec:
     offload: str = "auto"
     weights: str = "bf16"
     outputs: dict[str, str] = field(default_factory=dict)  # input path -> output path, for the job cache
+    group: StepGroup | None = None  # a step-parallel job's process group (vivid engine)
 
 
 def checkpoint_dir(spec: EngineSpec) -> Path:
@@ -96,22 +98,36 @@ def base_engine_factory(spec: EngineSpec, reporter) -> EngineFactory:
     return vivid_engine_factory(spec, reporter)
 
 
-def vivid_engine_factory(spec: EngineSpec, reporter) -> EngineFactory:
-    from vividcli.engines.vivid import VividEngine, VividSettings
+def vivid_settings(spec: EngineSpec):
+    from vividcli.engines.vivid import VividSettings
 
     ckpt_dir = checkpoint_dir(spec)  # before the device: a missing folder is the likelier mistake
     device = resolve_device(spec.device)
-    settings = VividSettings(
+    return VividSettings(
         ckpt_dir=ckpt_dir, options=spec.options, device=str(device), dtype=resolve_dtype(spec.dtype, device),
         caption=spec.caption, captions_file=spec.captions_file, captioner=spec.captioner,
         trust_remote_code=spec.trust_remote_code, cache_dir=spec.cache_dir, resume=spec.resume,
         checkpoint_every=spec.checkpoint_every, keep_cache=spec.keep_cache, offload=spec.offload,
-        weights=spec.weights,
+        weights=spec.weights, group=spec.group,
     )
-    engine = VividEngine(settings, say=reporter.message, output_for=lambda s: spec.outputs.get(str(s.info.path), ""))
+
+
+def vivid_engine_factory(spec: EngineSpec, reporter) -> EngineFactory:
+    from vividcli.engines.vivid import VividEngine
+
+    engine = VividEngine(vivid_settings(spec), say=reporter.message,
+                         output_for=lambda s: spec.outputs.get(str(s.info.path), ""))
 
     def make(source: FrameSource, interrupt: GracefulInterrupt) -> Engine:
         engine.interrupt = interrupt
         return engine
 
     return make
+
+
+def serve_as_worker(spec: EngineSpec) -> int:
+    """A step-parallel worker (rank > 0): load the denoising models and follow the leader's jobs."""
+    from vividcli.engines.step_worker import serve_steps
+    from vividcli.engines.vivid import VividEngine
+
+    return serve_steps(VividEngine(vivid_settings(spec)), spec.group)

@@ -43,6 +43,7 @@ from vividcli.interrupt import GracefulInterrupt, Interrupted
 from vividcli.media.reader import FrameSource
 from vividcli.models.loading import VividVRModels, load_models
 from vividcli.models.offload import resolve_offload
+from vividcli.parallel import StepGroup
 from vividcli.pipeline import PreparedClips, conditioning_mismatch, restore_frames
 from vividcli.planning.geometry import plan_geometry
 from vividcli.planning.plan import RestorePlan, plan_restoration
@@ -87,6 +88,7 @@ class VividSettings:
     keep_cache: bool = False
     offload: str = "auto"  # models/offload.py: none, model, group, sequential, or auto
     weights: str = "bf16"  # bf16 (the compute dtype) or fp8 storage of the denoising models
+    group: StepGroup | None = None  # this process leads a step-parallel job (vividcli.parallel)
 
 
 class VividEngine:
@@ -174,7 +176,8 @@ class VividEngine:
         cache = self._open_cache(source, captions)
         if cache is None:
             captions = captions or self.caption_with_model(plan, source, progress)
-            frames = restore_frames(self.models, source, captions, self.settings.options, progress=progress)
+            frames = restore_frames(self.models, source, captions, self.settings.options, progress=progress,
+                                    group=self.settings.group)
             yield from (np.clip(f, 0, 1) for f in frames)
             return
         with cache.lock():
@@ -220,7 +223,7 @@ class VividEngine:
         conditioning = self._load_conditioning(cache, source, captions, resume) if resume is not None else None
         on_prepared = None if conditioning is not None else self._conditioning_saver(cache, captions, resume, on_step)
         frames = restore_frames(self.models, source, captions, s.options, resume=resume, conditioning=conditioning,
-                                on_prepared=on_prepared, on_step=on_step, progress=progress)
+                                on_prepared=on_prepared, on_step=on_step, progress=progress, group=s.group)
         del conditioning  # restore_frames lets go of it after denoising; so must we
         for frame in frames:
             yield np.clip(frame, 0, 1)

@@ -4,6 +4,12 @@
 spirit of k-diffusion's samplers. Its whole mutable state is a `DenoiseState` -- every clip's latents
 and previous x0 prediction, the next step index and the generator state -- which the callback may
 save after any step and `sample_clips` resumes from.
+
+Step-parallel (`group`, vividcli.parallel): the model calls of a step -- one per (clip, tile), in
+that order -- are dealt out round robin over the ranks; each rank runs its own, the predictions are
+summed over the ranks (every rank contributes zeros for the calls it does not own, so the sum is
+exact), and every rank then runs all the solver steps in the single-process order with the same
+generator. So every rank holds the same latents, bit-identical to one process on the same hardware.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Callable, Sequence
 import torch
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
+from vividcli.parallel import StepGroup
 from vividcli.planning.clips import LatentCopy
 from vividcli.planning.tiles import Tile, tile_weight_mask
 from vividcli.sampling.scheduler import GuidedDPMSolver
@@ -147,22 +154,21 @@ def denoise_clip_step(
     generator: torch.Generator,
     settings: SamplerSettings,
     on_tile: Callable[[], None] | None = None,
+    predictions: Sequence[torch.Tensor] | None = None,
 ) -> ClipState:
-    """One solver step of one clip: every tile predicted and stepped, results blended by tile masks."""
+    """One solver step of one clip: every tile predicted and stepped, results blended by tile masks.
+
+    `predictions[k]`, when given, is tile k's noise prediction, computed elsewhere (step-parallel)."""
     timesteps = solver.timesteps
     t, t_back = timesteps[step], timesteps[step - 1] if step > 0 else None
     latents_sum = torch.zeros_like(clip.latents)
     x0_sum = torch.zeros_like(clip.latents)
     weight_sum = torch.zeros_like(clip.latents)
-    for tile in tiles:
-        rows, cols = tile.slices
-        region = (slice(None), slice(None), slice(None), rows, cols)
+    for k, tile in enumerate(tiles):
+        region = tile_region(tile)
         control = cond.control_latents[region]
-        noise = predict_noise(
-            transformer, controlnet, clip.latents[region], control,
-            cond.prompt_embeds[tile.index : tile.index + 1],
-            cond.negative_prompt_embeds[tile.index : tile.index + 1], t, settings,
-        )
+        noise = predictions[k] if predictions is not None else predict_tile(
+            transformer, controlnet, clip, cond, tile, t, settings)
         old_x0 = clip.old_pred_original_sample[region] if clip.old_pred_original_sample is not None else None
         tile_latents, tile_x0 = solver.step(
             noise, old_x0 if step > 0 else None, t, t_back, clip.latents[region], generator,
@@ -175,6 +181,57 @@ def denoise_clip_step(
         if on_tile is not None:
             on_tile()
     return ClipState(latents_sum / weight_sum, x0_sum / weight_sum)
+
+
+def tile_region(tile: Tile) -> tuple[slice, ...]:
+    """Where `tile` sits in a clip's [1, T, C, h, w] latents."""
+    rows, cols = tile.slices
+    return (slice(None), slice(None), slice(None), rows, cols)
+
+
+def predict_tile(transformer, controlnet, clip: ClipState, cond: ClipConditioning, tile: Tile, timestep,
+                 settings: SamplerSettings) -> torch.Tensor:
+    """The guided noise prediction of one tile of one clip (float32)."""
+    region = tile_region(tile)
+    return predict_noise(
+        transformer, controlnet, clip.latents[region], cond.control_latents[region],
+        cond.prompt_embeds[tile.index : tile.index + 1], cond.negative_prompt_embeds[tile.index : tile.index + 1],
+        timestep, settings,
+    )
+
+
+def predict_owned(
+    transformer, controlnet, group: StepGroup, state: DenoiseState, conditioning: Sequence[ClipConditioning],
+    tiles: Sequence[Tile], timestep, settings: SamplerSettings, device: torch.device,
+    keep: Callable[[torch.Tensor], torch.Tensor],
+) -> dict[tuple[int, int], torch.Tensor]:
+    """This rank's model calls of one step: {(clip, tile): prediction}, kept by `keep` (on the host)."""
+    owned: dict[tuple[int, int], torch.Tensor] = {}
+    for c, (clip, cond) in enumerate(zip(state.clips, conditioning)):
+        mine = [k for k in range(len(tiles)) if group.owner(c * len(tiles) + k) == group.rank]
+        if not mine:
+            continue
+        clip, cond = clip_on(clip, device), conditioning_on(cond, device)
+        for k in mine:
+            owned[c, k] = keep(predict_tile(transformer, controlnet, clip, cond, tiles[k], timestep, settings))
+    return owned
+
+
+def exchange_predictions(
+    group: StepGroup, owned: dict[tuple[int, int], torch.Tensor], clip_index: int, latents: torch.Tensor,
+    tiles: Sequence[Tile],
+) -> list[torch.Tensor]:
+    """Every tile's prediction of one clip on every rank: one sum over the ranks of a float32 buffer in
+    which each rank has filled the calls it owns (zeros elsewhere; x + 0 is exact)."""
+    shapes = [latents[tile_region(tile)].shape for tile in tiles]
+    sizes = [math.prod(shape) for shape in shapes]
+    buffer = torch.zeros(sum(sizes), dtype=torch.float32, device=group.device)
+    pieces = buffer.split(sizes)
+    for k, piece in enumerate(pieces):
+        if (clip_index, k) in owned:
+            piece.copy_(owned[clip_index, k].reshape(-1))
+    group.sum(buffer)
+    return [piece.view(shape).to(latents.device) for piece, shape in zip(pieces, shapes)]
 
 
 def merge_clips(clips: list[ClipState], copies: Sequence[LatentCopy]) -> None:
@@ -200,6 +257,7 @@ def sample_clips(
     on_tile: Callable[[], None] | None = None,
     device: torch.device | None = None,
     keep: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor,
+    group: StepGroup | None = None,
 ) -> DenoiseState:
     """Run the remaining steps of `state` (temporal aggregate sampling when there are several clips).
 
@@ -207,23 +265,54 @@ def sample_clips(
     uninterrupted one would. `callback(state)` runs after every completed step. Each clip comes to
     `device` (default: where its latents are) for its turn and its new state is handed to `keep`
     (e.g. a copy to host memory), so device memory does not grow with the number of clips; the
-    merge works wherever the kept states are.
+    merge works wherever the kept states are. With `group` every rank of a step-parallel job calls
+    this with the same arguments (the workers' `callback` is None); a worker the leader stops between
+    steps raises ParallelStop.
     """
     device = device if device is not None else state.clips[0].latents.device
     solver.set_timesteps(settings.steps, device=device)
     generator.set_state(state.generator_state)
     with torch.no_grad():
         for step in range(state.step, settings.steps):
-            clips = []
-            for clip, cond in zip(state.clips, conditioning):
-                stepped = denoise_clip_step(transformer, controlnet, solver, clip_on(clip, device),
-                                            conditioning_on(cond, device), tiles, step, generator, settings, on_tile)
-                clips.append(ClipState(keep(stepped.latents), keep(stepped.old_pred_original_sample)))
+            if group is None:
+                clips = denoise_step(transformer, controlnet, solver, state, conditioning, tiles, step, generator,
+                                     settings, on_tile, device, keep)
+            else:
+                group.next_step()
+                try:
+                    clips = denoise_step(transformer, controlnet, solver, state, conditioning, tiles, step, generator,
+                                         settings, on_tile, device, keep, group)
+                except BaseException as exc:  # the others wait in this step's exchange: the group is broken
+                    failure = group.fail(exc)
+                    if failure is exc:
+                        raise
+                    raise failure from exc
             merge_clips(clips, merge)
             state = DenoiseState(step=step + 1, clips=clips, generator_state=generator.get_state())
             if callback is not None:
                 callback(state)
     return state
+
+
+def denoise_step(
+    transformer, controlnet, solver: GuidedDPMSolver, state: DenoiseState, conditioning: Sequence[ClipConditioning],
+    tiles: Sequence[Tile], step: int, generator: torch.Generator, settings: SamplerSettings,
+    on_tile: Callable[[], None] | None, device: torch.device, keep: Callable[[torch.Tensor], torch.Tensor],
+    group: StepGroup | None = None,
+) -> list[ClipState]:
+    """Every clip's state after `step` (before the merge), each handed to `keep`."""
+    owned = {}
+    if group is not None:
+        owned = predict_owned(transformer, controlnet, group, state, conditioning, tiles, solver.timesteps[step],
+                              settings, device, keep)
+    clips = []
+    for c, (clip, cond) in enumerate(zip(state.clips, conditioning)):
+        clip = clip_on(clip, device)
+        shared = exchange_predictions(group, owned, c, clip.latents, tiles) if group is not None else None
+        stepped = denoise_clip_step(transformer, controlnet, solver, clip, conditioning_on(cond, device), tiles, step,
+                                    generator, settings, on_tile, predictions=shared)
+        clips.append(ClipState(keep(stepped.latents), keep(stepped.old_pred_original_sample)))
+    return clips
 
 
 def clip_on(clip: ClipState, device: torch.device) -> ClipState:
