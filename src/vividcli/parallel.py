@@ -106,14 +106,18 @@ class StepGroup:
 
     def finish(self) -> None:
         """End of the job: the leader tells the workers to stop (unless the group is broken); all leave."""
-        import torch.distributed as dist
-
         try:
             if self.leader and not self.broken:
                 self.command(STOP)
         finally:
-            if dist.is_initialized():
-                dist.destroy_process_group()
+            self.leave()
+
+    def leave(self) -> None:
+        """Leave the process group (without a word to the others)."""
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def launcher_world(environ: Mapping[str, str]) -> tuple[int, int] | None:
