@@ -163,3 +163,41 @@ def test_killed_rank_leaves_no_output_and_the_same_command_resumes(tiny_ckpt_dir
     assert [r["status"] for r in report["results"]] == ["done", "done"]
     for name in ("first", "second"):
         assert read_pngs(out / name) == read_pngs(tmp_path / "single" / name)
+
+
+def test_missing_rendezvous_variables_are_a_one_line_usage_error(tiny_ckpt_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from vividcli.cli import app
+
+    env = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "", "MASTER_PORT": ""}
+    result = CliRunner().invoke(app, ["restore", str(tmp_path), "-o", str(tmp_path / "o.mp4"), "--ckpt-dir",
+                                      str(tiny_ckpt_dir)], env=env)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().count("\n") == 0 and "MASTER_ADDR, MASTER_PORT are not set" in result.output
+
+
+def test_a_failing_worker_says_so_in_one_line_naming_its_rank(tiny_ckpt_dir, tmp_path, monkeypatch):
+    """The worker's error path (what a worker prints and returns), without a second process."""
+    from typer.testing import CliRunner
+
+    import vividcli.commands.restore as restore_command_module
+    from vividcli.cli import app
+    from vividcli.errors import CheckpointError
+
+    left = []
+    group = StepGroup(1, 2, torch.device("cpu"))
+    monkeypatch.setattr(group, "finish", lambda: left.append(True))
+    monkeypatch.setattr(restore_command_module, "join_group", lambda rank, world, device: group)
+
+    def broken_worker(spec):
+        assert spec.group is group
+        raise CheckpointError("transformer weights are damaged")
+
+    monkeypatch.setattr(restore_command_module, "serve_as_worker", broken_worker)
+    frames = write_frames(tmp_path / "in", np.zeros((3, 16, 16, 3), dtype=np.uint8))
+    result = CliRunner().invoke(app, ["restore", str(frames), "-o", str(tmp_path / "out"), "--ckpt-dir",
+                                      str(tiny_ckpt_dir), "--device", "cpu", "--json"], env={**LAUNCHER})
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: rank 1: transformer weights are damaged"  # no JSON from a worker
+    assert left == [True] and not (tmp_path / "out").exists()
