@@ -22,25 +22,28 @@ ROTARY_FP32 = 3
 # Clip-sized tensors on the device while one clip is denoised: its latents and control latents and the
 # three blending sums (latents, x0, weights) of `denoise_clip_step`.
 CLIP_LATENT_TENSORS = 5
-# VAE working sets, in [frames of one call, first channel count, tile] tensors (the encoder reads 8+1
-# frames per call, the decoder writes as many): A + B x layers per block, fitted on the simulated full
-# CogVideoX VAE (3 layers: 6.59 encode, 12.6 decode) and the tiny test VAE (1 layer: 4.71, 8.85).
+# VAE encoder working set, in [frames of one call, first channel count, tile] tensors (the encoder reads
+# 8+1 frames per call): A + B x layers per block, fitted on the simulated full CogVideoX VAE (3 layers:
+# 6.59) and the tiny test VAE (1 layer: 4.71).
 ENCODE_A, ENCODE_B = 3.77, 0.94
-DECODE_A, DECODE_B = 6.98, 1.87
-# The decoder's spatial norms keep a copy of the latents resized to their level (their 1x1 causal convs
-# cache every frame they saw): two per norm, latent channels each.
 # Copies of the encoder's output (moments) alive at the encode peak: the tile rows, their blend, the
 # concatenation, the posterior's std, var and sample, the scaled and padded latents.
 MOMENTS_COPIES = 7
-# Decode with the colour fix: the decoded float32 frames, the re-read input frames on the device, and
-# two AdaIN intermediates (subtract, divide), all at the output size.
-COLOR_FIX_FRAME_TENSORS = 4
-# Copies of the decoded clip (VAE size, compute dtype) alive at the decode peak: tile rows, blended rows, cat.
-DECODED_COPIES = 3
+# VAE decoder working set of one call on one tile, in channels of [9 frames, tile] tensors:
+# (A + B x layers per block) x the first channel count + ZQ x the spatial norms' latent copies
+# (`zq_copy_channels`). Two regimes: a clip of <= 3 latents decodes a tile in one call ("first"); a
+# longer one in calls of 2 latents, each holding the previous call's conv caches while it makes its own
+# ("steady": about 1.3-1.5x more; its peak is the same in every later call). Fitted on the simulated full
+# CogVideoX VAE (3 layers: 1909.6 and 2543.3 channels) and the tiny test VAE (1 layer: 344.9, 517.3).
+DECODE_FIRST = (7.215, 1.594, 1)
+DECODE_STEADY = (3.237, 3.597, 2)
+# Decode with the colour fix: besides the clip's decoded float32 frames, three tensors of the frames it
+# keeps (the re-read input on the device and two AdaIN intermediates: subtract, divide), output size.
+COLOR_FIX_KEPT_TENSORS = 3
 # Host frames of one clip at the output size, float32: while encoding, the decoded frames, their stack,
-# the [F, C, H, W] copy and the VAE input; while decoding, the re-read input and the output frames.
+# the [F, C, H, W] copy and the VAE input; while decoding, the frames a clip keeps (output) and, with the
+# colour fix, the re-read input of those frames.
 ENCODE_FRAME_COPIES = 4
-DECODE_FRAME_COPIES = 2
 
 
 def weight_bytes(params: int, fp8_params: int, weights: str, dtype_bytes: int) -> int:
@@ -85,7 +88,7 @@ def denoise_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
 
 
 def vae_call_unit(shape: RunShape, sizes: ModelSizes) -> int:
-    """Bytes per channel of one VAE call: the frames of one call on one tile."""
+    """Bytes per channel of one VAE encoder call: the frames of one call on one tile."""
     height, width = shape.vae_size
     frames = min(shape.clip_frames, sizes.vae_frame_batch + 1)
     return frames * min(height, sizes.vae_tile[0]) * min(width, sizes.vae_tile[1]) * shape.dtype_bytes
@@ -113,17 +116,54 @@ def encode_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
             "encoder_outputs": MOMENTS_COPIES * moments}
 
 
-def decode_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
-    """The decoder's working set and the decoded clip, or, when larger, the colour fix: float32 frames
-    at the output size (decoded, re-read input, two AdaIN intermediates)."""
+def vae_latent_frames(shape: RunShape) -> int:
+    """Latent frames the VAE decodes per clip (the transformer's padding latent dropped)."""
+    return (shape.clip_frames - 1) // 4 + 1
+
+
+def decode_tiles(shape: RunShape, sizes: ModelSizes) -> list[tuple[int, int]]:
+    """The (height, width) in pixels of the tiles diffusers' tiled decoding decodes, in order (one tile
+    when the latents fit in one): latent tiles of vae_tile / 8 every 5/6 (height) and 4/5 (width) of one."""
+    latent_h, latent_w = shape.latent_size
+    tile_h, tile_w = sizes.vae_tile[0] // 8, sizes.vae_tile[1] // 8
+    if latent_h <= tile_h and latent_w <= tile_w:
+        return [(8 * latent_h, 8 * latent_w)]
+    stride_h, stride_w = int(tile_h * (1 - 1 / 6)), int(tile_w * (1 - 1 / 5))
+    return [(8 * min(tile_h, latent_h - i), 8 * min(tile_w, latent_w - j))
+            for i in range(0, latent_h, stride_h) for j in range(0, latent_w, stride_w)]
+
+
+def decoder_peak(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
+    """The tiled VAE decoder's peak: one tile's working set plus the decoded tiles before it (each kept
+    whole until the blend), or, when larger, the end of the tiling (every tile, the blended rows, their
+    concatenation)."""
     e = shape.dtype_bytes
-    height, width = shape.vae_size
-    channels = (DECODE_A + DECODE_B * sizes.vae_layers) * sizes.vae_channels[0] + zq_copy_channels(sizes)
-    vae = {"decoder_working_set": round(channels * vae_call_unit(shape, sizes)),
-           "decoded_clip": DECODED_COPIES * 3 * shape.clip_frames * height * width * e}
-    frames = shape.clip_frames * 3 * shape.output_size[0] * shape.output_size[1] * FP32
-    color = {"color_fix_frames": COLOR_FIX_FRAME_TENSORS * frames if shape.color_fix else frames}
-    return vae if sum(vae.values()) > sum(color.values()) else color
+    a, b, zq = DECODE_STEADY if vae_latent_frames(shape) // 2 > 1 else DECODE_FIRST
+    channels = (a + b * sizes.vae_layers) * sizes.vae_channels[0] + zq * zq_copy_channels(sizes)
+    call_frames = min(shape.clip_frames, sizes.vae_frame_batch + 1)
+    clip_frames = 3 * shape.clip_frames * e  # bytes per pixel of a decoded tile (all frames)
+    best, before = (0, 0), 0
+    for height, width in decode_tiles(shape, sizes):
+        work = round(channels * call_frames * height * width * e)
+        best = max(best, (work, before), key=sum)
+        before += clip_frames * height * width
+    clip = clip_frames * shape.vae_size[0] * shape.vae_size[1]
+    return {"decoder_working_set": best[0], "decoded_tiles": best[1]} if sum(best) > before + 2 * clip else \
+        {"decoded_tiles": before, "decoded_clip": 2 * clip}
+
+
+def decode_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
+    """The largest of: the VAE decoder (with the clip's latents on the device), the conversion of the decoded
+    clip to float32 frames at the output size (resized, clamped and converted copies), and the colour fix
+    (those frames, the re-read input and two AdaIN intermediates of the frames the clip keeps)."""
+    e = shape.dtype_bytes
+    pixels = 3 * shape.output_size[0] * shape.output_size[1]
+    latents = vae_latent_frames(shape) * sizes.latent_channels * shape.latent_size[0] * shape.latent_size[1] * e
+    decoder = {"decode_latents": latents, **decoder_peak(shape, sizes)}
+    convert = {"decoded_frames": shape.clip_frames * pixels * (2 * e + FP32)}
+    kept = COLOR_FIX_KEPT_TENSORS * shape.kept_frames if shape.color_fix else 0
+    color = {"color_fix_frames": (shape.clip_frames + kept) * pixels * FP32}
+    return max((decoder, convert, color), key=lambda terms: sum(terms.values()))
 
 
 def t5_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
@@ -173,15 +213,19 @@ def host_memory(shape: RunShape, sizes: ModelSizes, offload: str, weights: str) 
     at_rest = vae + t5 + (0 if offload == "none" else denoisers)
     frames = shape.clip_frames * 3 * shape.output_size[0] * shape.output_size[1] * FP32
     clip = shape.latent_frames * sizes.latent_channels * shape.latent_size[0] * shape.latent_size[1] * e
+    kept = shape.kept_frames * 3 * shape.output_size[0] * shape.output_size[1] * FP32
     prompts = 2 * shape.tiles * sizes.text_length * sizes.t5_dim * e
-    states = shape.clips * (3 * clip + prompts)  # control latents, latents, previous x0; prompt embeddings
+    # every clip's state: control latents and initial noise (encode); the prompt embeddings and the solver's
+    # previous x0 (text to merge); the latents and previous x0 (decode: the conditioning is dropped)
+    encoded, states, decoding = shape.clips * 2 * clip, shape.clips * (3 * clip + prompts), shape.clips * 2 * clip
     on_device_while_denoising = denoisers if offload == "model" else 0
     return {
         # read in the compute dtype; --weights fp8 casts them on the host afterwards
         "load": max(denoiser_weights(sizes, "bf16", e), denoisers + pinned) + vae + t5,
-        "encode": at_rest - vae + ENCODE_FRAME_COPIES * frames + states,
+        # the VAE comes back to the host at the end of its stages, when the frames are gone
+        "encode": at_rest + encoded + max(ENCODE_FRAME_COPIES * frames - vae, 0),
         "text": at_rest + states,
         "denoise": at_rest + states,
         "merge": at_rest - on_device_while_denoising + states,
-        "decode": at_rest - vae + DECODE_FRAME_COPIES * frames + states,
+        "decode": at_rest + decoding + max((2 if shape.color_fix else 1) * kept - vae, 0),
     }

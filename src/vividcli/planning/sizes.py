@@ -92,6 +92,7 @@ class RunShape:
     cfg: int  # samples per tile evaluation: 2 with classifier-free guidance, 1 without
     cfg_batch: int  # samples per model call: cfg, or 1 with --sequential-cfg
     clip_frames: int  # frames of the longest clip, padded to 8k+1
+    kept_frames: int  # decoded frames a clip keeps for the output (the most of any clip)
     latent_frames: int  # its transformer latents (the prepended padding latent included)
     latent_size: tuple[int, int]  # the latent grid of a whole frame
     tile_latent: tuple[int, int]  # the largest tile, in latents
@@ -124,6 +125,7 @@ def run_shape(plan: RestorePlan, options: RestoreOptions, dtype_bytes: int = 2) 
         frames=plan.num_frames, output_size=plan.output_size, vae_size=plan.geometry.vae_size,
         clips=len(plan.clips), tiles=len(plan.tiles), steps=options.steps, cfg=cfg,
         cfg_batch=1 if options.sequential_cfg else cfg, clip_frames=padded,
+        kept_frames=max(clip.keep[1] - clip.keep[0] for clip in plan.clips),
         latent_frames=vae_latents + latent_padding_frames(vae_latents), latent_size=plan.geometry.latent_size,
         tile_latent=(max(t.height for t in plan.tiles), max(t.width for t in plan.tiles)),
         controlnet_on=options.fidelity != 0, color_fix=options.color_fix == "adain", dtype_bytes=dtype_bytes)
