@@ -1,9 +1,11 @@
 """Step-parallel scaling on CPU ranks: the medium models, one process against N gloo ranks, same run.
 
 The medium configuration of benchmarks/medium_timing.py (the h384 or h768 transformer with 8
-layers, a 2-layer ControlNet, the small VAE; random, fixture re-initialisation) on a wider input so
-that a step has several model calls to share: 17 frames 256x640, tile 32 latents (256 px), stride
-16, so 1 clip x 4 tiles = 4 model calls a step (2 per rank with 2 ranks). Each run is its own set of
+layers, a 2-layer ControlNet, the small VAE; random, fixture re-initialisation) and its input (17
+frames 256x256), with smaller spatial tiles so that a step has several model calls to share: tile 24
+latents (192 px) at stride 8, 1 clip x 4 tiles = 4 model calls a step (2 per rank with 2 ranks).
+(Not a wider input: the medium VAE's tile settings, unlike the official VAE's, give 81 latents for
+640 px, which the pipeline refuses.) Each run is its own set of
 processes (one thread each, as torchrun sets); the denoising loop (`sample_clips`, all steps) is
 timed on every rank, after the models are built and the clips encoded, and the job's time is the
 slowest rank's. The ratio is taken between runs made one after another in this invocation, so the
@@ -43,7 +45,7 @@ from vividcli.sampling.scheduler import GuidedDPMSolver
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import medium_timing  # noqa: E402  (the medium models and the synthetic input)
 
-FRAMES, HEIGHT, WIDTH, TILE = 17, 256, 640, 32
+FRAMES, HEIGHT, WIDTH, TILE = 17, 256, 256, 24
 
 
 def run_rank(args: argparse.Namespace) -> dict:

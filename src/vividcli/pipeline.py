@@ -25,6 +25,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from vividcli.config import RestoreOptions
+from vividcli.errors import CheckpointError
 from vividcli.media.reader import FrameSource
 from vividcli.models.loading import VividVRModels
 from vividcli.parallel import StepGroup
@@ -100,8 +101,21 @@ def encode_clip(
     del video
     control = encode_control_latents(models.vae, vae_video, generator, models.dtype,
                                      models.transformer.config.patch_size_t)
+    check_latent_size(tuple(control.shape[-2:]), plan, models.vae)
     noise = randn_tensor(control.shape, generator=generator, device=models.device, dtype=models.dtype)
     return control.to(models.device), noise
+
+
+def check_latent_size(got: tuple[int, int], plan: RestorePlan, vae) -> None:
+    """The tiles are planned on vae_size / 8 latents. diffusers' tiled VAE encode gives that for the
+    official VAE at every size (its tile stride is a whole number of latents), but a VAE config with
+    other tile sizes can give more or fewer, which would leave latents outside every tile."""
+    if got != tuple(plan.geometry.latent_size):
+        (h, w), (lh, lw) = plan.geometry.vae_size, plan.geometry.latent_size
+        raise CheckpointError(
+            f"the VAE encoded {h}x{w} frames to {got[0]}x{got[1]} latents, not {lh}x{lw}: its tiled encoding "
+            f"(tiles of {vae.tile_sample_min_height}x{vae.tile_sample_min_width} px) does not fit this size; use the "
+            "official VAE config (sample_height 480, sample_width 720) or another --upscale")
 
 
 def embed_prompts(models: VividVRModels, prompts: list[str]) -> torch.Tensor:
