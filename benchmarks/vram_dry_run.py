@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--offload", default="none", choices=("none", "model", "group", "sequential"))
     parser.add_argument("--weights", default="bf16", choices=("bf16", "fp8"))
     parser.add_argument("--sequential-cfg", action="store_true", help="CFG halves one after another at batch 1")
+    parser.add_argument("--ff-chunks", type=int, default=1,
+                        help="run the blocks' feed-forward and rotary embedding in N token slices (1: off)")
     parser.add_argument("--color-fix", default="adain", choices=("adain", "none"))
     parser.add_argument("--upscale", type=float, help="as vividvr restore (default 0: short side to 1024; tiny 1)")
     parser.add_argument("--tile-size", type=int, help="latent pixels (default 128; tiny 4)")
@@ -59,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def spec_of(args: argparse.Namespace) -> DryRunSpec:
     return DryRunSpec(frames=args.frames, height=args.height, width=args.width, offload=args.offload,
-                      weights=args.weights, sequential_cfg=args.sequential_cfg, color_fix=args.color_fix, upscale=args.upscale,
+                      weights=args.weights, sequential_cfg=args.sequential_cfg, ff_chunks=args.ff_chunks,
+                      color_fix=args.color_fix, upscale=args.upscale,
                       tile_size=args.tile_size, clip_frames=args.clip_frames, tiny=args.tiny)
 
 

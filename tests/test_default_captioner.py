@@ -120,7 +120,7 @@ def events(monkeypatch: pytest.MonkeyPatch, tiny_models) -> list[str]:
     seen: list[str] = []
     original_make = vivid_engine.make_captioner
 
-    def load(ckpt_dir, dtype, device, offload="none", weights="bf16"):
+    def load(ckpt_dir, dtype, device, offload="none", weights="bf16", ff_chunks=1):
         seen.append("load restoration models")
         return tiny_models
 

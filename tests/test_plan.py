@@ -151,7 +151,7 @@ def test_plan_picks_smaller_modes_for_smaller_budgets(video) -> None:
 def test_plan_refuses_in_one_line_naming_the_smallest_budget(video) -> None:
     code, _, stderr = plan_json(str(video), "--max-vram", "1")
     assert code == 2 and len(stderr.strip().splitlines()) == 1
-    assert "no offload mode fits 1.0 GiB" in stderr and "GiB" in stderr.split("needs")[1]
+    assert "nothing fits 1.0 GiB" in stderr and "--offload" in stderr and "GiB" in stderr.split("needs")[1]
     code, _, stderr = plan_json(str(video), "--offload", "none", "--max-vram", "8")
     assert code == 2 and "--offload none needs" in stderr
 
@@ -191,3 +191,17 @@ def test_restore_dry_run_plans_each_input_and_writes_nothing(video, tmp_path) ->
     assert not out.exists()
     refused = CliRunner().invoke(app, ["restore", str(video), "-o", str(out), "--dry-run", "--engine", "classic"])
     assert refused.exit_code == 2 and "--dry-run plans the vivid engine" in refused.stderr
+
+
+def test_plan_ff_chunks_and_auto_adding_them(video) -> None:
+    code, stock, _ = plan_json(str(video), "--offload", "model", "--max-vram", "1000")
+    code, chunked, _ = plan_json(str(video), "--offload", "model", "--ff-chunks", "8", "--max-vram", "1000")
+    assert code == 0 and chunked["ff_chunks"] == 8 and stock["ff_chunks"] == 1
+    assert chunked["per_stage"]["denoise"] < stock["per_stage"]["denoise"]
+    assert "rotary_fp32" in stock["terms"] and "rotary_fp32" not in chunked["terms"]
+    # a budget just below --offload model: auto keeps the mode and adds token chunking (before sequential CFG)
+    budget = (stock["peak_device_bytes"] - 2**20) / GIB
+    code, auto, _ = plan_json(str(video), "--device", "cuda", "--max-vram", f"{budget:.6f}")
+    assert code == 0 and (auto["offload"], auto["ff_chunks"], auto["sequential_cfg"]) == ("model", 8, False)
+    code, _, stderr = plan_json(str(video), "--ff-chunks", "-1")
+    assert code == 2 and "--ff-chunks" in stderr

@@ -31,15 +31,15 @@ def planned(spec: DryRunSpec, sizes):
     options = RestoreOptions(upscale=spec.upscale, tile_size=spec.tile_size, clip_frames=spec.clip_frames,
                              sequential_cfg=spec.sequential_cfg, color_fix=spec.color_fix)
     shape = run_shape(plan_restoration(spec.frames, spec.height, spec.width, options), options)
-    return estimate(shape, spec.offload, spec.weights, sizes)
+    return estimate(shape, spec.offload, spec.weights, sizes, spec.ff_chunks)
 
 
-@pytest.mark.parametrize(("offload", "weights", "sequential_cfg"), [
-    ("none", "bf16", False), ("model", "bf16", False), ("group", "bf16", False), ("sequential", "bf16", False),
-    ("group", "fp8", True),
+@pytest.mark.parametrize(("offload", "weights", "sequential_cfg", "ff_chunks"), [
+    ("none", "bf16", False, 1), ("model", "bf16", False, 1), ("group", "bf16", False, 1),
+    ("sequential", "bf16", False, 1), ("group", "fp8", True, 1), ("model", "bf16", False, 4),
 ])
-def test_tiny_dry_run_every_mode(tiny_sizes, offload, weights, sequential_cfg) -> None:
-    spec = DryRunSpec(offload=offload, weights=weights, sequential_cfg=sequential_cfg, **TINY)
+def test_tiny_dry_run_every_mode(tiny_sizes, offload, weights, sequential_cfg, ff_chunks) -> None:
+    spec = DryRunSpec(offload=offload, weights=weights, sequential_cfg=sequential_cfg, ff_chunks=ff_chunks, **TINY)
     result = run_dry(spec)  # a tensor on the wrong device raises FakeTensorDeviceMismatchError here
     for stage in ("encode", "text", "denoise", "decode"):
         assert result["per_stage"][stage] > 0, stage

@@ -45,6 +45,10 @@ Weights = Annotated[str, typer.Option(
 SequentialCfg = Annotated[bool, typer.Option(
     help="Vivid engine: run the two classifier-free-guidance halves one after another at batch 1 (about half "
          "the activation memory; the same result up to float rounding).")]
+FfChunks = Annotated[int, typer.Option(
+    help="Vivid engine: run each transformer/ControlNet block's feed-forward and rotary embedding in N token "
+         "slices (0 or 1: off; less activation memory, the same result up to float rounding; docs/memory.md). "
+         "With --offload auto it is added when that is what fits.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace outputs that already exist.")]
 CacheDir = Annotated[Optional[Path], typer.Option(
     help="Job cache folder (default $VIVIDVR_CACHE_DIR or the user cache).")]

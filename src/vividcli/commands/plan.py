@@ -20,12 +20,23 @@ from typing import Annotated, Optional
 import typer
 
 from vividcli.commands.common import Debug, one_line_errors
-from vividcli.commands.options import ClipFrames, Device, Dtype, Fps, Offload, SequentialCfg, TileSize, Upscale, Weights
+from vividcli.commands.options import (
+    ClipFrames,
+    Device,
+    Dtype,
+    FfChunks,
+    Fps,
+    Offload,
+    SequentialCfg,
+    TileSize,
+    Upscale,
+    Weights,
+)
 from vividcli.config import OFFLOAD_MODES, RestoreOptions
 from vividcli.devices import check_device_name, check_vivid_dtype, dtype_name
 from vividcli.errors import UsageError
 from vividcli.media.probe import parse_fps, probe
-from vividcli.planning.cost import GIB, WEIGHT_FORMATS, ModelSizes, RunCost, choose_offload, estimate, run_shape
+from vividcli.planning.cost import GIB, WEIGHT_FORMATS, ModelSizes, RunCost, choose_memory, estimate, run_shape
 from vividcli.planning.plan import plan_restoration
 from vividcli.runner import plan_jobs
 
@@ -42,6 +53,7 @@ class PlanRequest:
     dtype_bytes: int
     budget_bytes: float | None  # None: no budget check
     fps: str | None
+    ff_chunks: int = 1  # token slices of the blocks (models/chunking.py); auto may add them
 
 
 def plan(
@@ -56,6 +68,7 @@ def plan(
     offload: Offload = "auto",
     weights: Weights = "bf16",
     sequential_cfg: SequentialCfg = False,
+    ff_chunks: FfChunks = 1,
     max_vram: Annotated[Optional[float], typer.Option(
         help="Device memory budget in GiB (a 24 GB card: 24). Default: the free memory of the local GPU; "
              "none on a machine without one.", show_default=False)] = None,
@@ -70,18 +83,20 @@ def plan(
         options = RestoreOptions(upscale=upscale, tile_size=tile_size, clip_frames=clip_frames, steps=steps,
                                  guidance=guidance, fidelity=fidelity, color_fix=color_fix,
                                  sequential_cfg=sequential_cfg)
-        request = build_request(input, options, offload, weights, max_vram, device, dtype, fps)
+        request = build_request(input, options, offload, weights, max_vram, device, dtype, fps, ff_chunks)
         report = plan_report(request)
         print_report(report, json_report)
 
 
 def build_request(input: Path, options: RestoreOptions, offload: str, weights: str, max_vram: float | None,
-                  device: str, dtype: str, fps: str | None) -> PlanRequest:
+                  device: str, dtype: str, fps: str | None, ff_chunks: int = 1) -> PlanRequest:
     """Every option checked (UsageError, exit 2) before the input is read."""
     if offload not in OFFLOAD_MODES:
         raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
     if weights not in WEIGHT_FORMATS:
         raise UsageError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    if ff_chunks < 0:
+        raise UsageError(f"--ff-chunks must be 0 or more (0 or 1: off), got {ff_chunks}")
     if max_vram is not None and not max_vram > 0:
         raise UsageError(f"--max-vram must be a positive number of GiB, got {max_vram}")
     check_device_name(device)
@@ -92,7 +107,7 @@ def build_request(input: Path, options: RestoreOptions, offload: str, weights: s
     on_gpu = device != "cpu"  # auto plans for a GPU: the planner is for the machine that will restore
     dtype_bytes = 4 if name == "float32" or (name == "auto" and not on_gpu) else 2
     budget = max_vram * GIB if max_vram is not None else local_free_memory(device)
-    return PlanRequest(input, options, offload, weights, device, dtype_bytes, budget, fps)
+    return PlanRequest(input, options, offload, weights, device, dtype_bytes, budget, fps, max(ff_chunks, 1))
 
 
 def local_free_memory(device: str) -> float | None:
@@ -112,12 +127,14 @@ def plan_report(request: PlanRequest) -> dict:
     info = probe(request.input, request.fps)
     plan = plan_restoration(info.num_frames, info.height, info.width, request.options)
     shape = run_shape(plan, request.options, request.dtype_bytes)
-    if request.offload == "auto":
-        cost = choose_offload(shape, request.budget_bytes, request.weights)
+    if request.offload == "auto":  # the fastest that fits, adding token chunking and sequential CFG if needed
+        cost = choose_memory(shape, request.budget_bytes, request.weights, "auto", request.options.sequential_cfg,
+                             request.ff_chunks).cost
     else:
-        cost = estimate(shape, request.offload, request.weights)
+        cost = estimate(shape, request.offload, request.weights, ff_chunks=request.ff_chunks)
         check_fits(cost, request.budget_bytes)
-    modes = {mode: estimate(shape, mode, request.weights).peak_device_bytes for mode in OFFLOAD_MODES if mode != "auto"}
+    modes = {mode: estimate(shape, mode, request.weights, ff_chunks=request.ff_chunks).peak_device_bytes
+             for mode in OFFLOAD_MODES if mode != "auto"}
     return as_json(request, info, cost, modes)
 
 
@@ -133,6 +150,7 @@ def as_json(request: PlanRequest, info, cost: RunCost, modes: dict[str, int]) ->
         "input": str(request.input), "frames": shape.frames, "input_size": [info.height, info.width],
         "output_size": list(shape.output_size), "tiles": shape.tiles, "clips": shape.clips, "steps": shape.steps,
         "tile_calls": shape.tile_calls, "model_calls": shape.model_calls, "cfg_batch": shape.cfg_batch,
+        "sequential_cfg": shape.cfg_batch < shape.cfg, "ff_chunks": cost.ff_chunks,
         "video_tokens_per_tile": shape.video_tokens(ModelSizes()),
         "offload": cost.offload, "offload_requested": request.offload, "weights": cost.weights,
         "dtype_bytes": shape.dtype_bytes, "flops": {**cost.flops, "total": cost.total_flops},
@@ -156,8 +174,10 @@ def print_report(report: dict, as_json_object: bool) -> None:
                   f"{count(report['tiles'], 'tile')} x {count(report['steps'], 'step')} = {report['model_calls']:,} "
                   f"model calls (CFG batch {report['cfg_batch']})")
     chosen = " (auto: the fastest that fits)" if report["offload_requested"] == "auto" else ""
+    extras = (f" --ff-chunks {report['ff_chunks']}" if report["ff_chunks"] > 1 else "") + (
+        " --sequential-cfg" if report["sequential_cfg"] else "")
     table = Table("stage", "FLOPs", "peak device", "peak host", title=f"--offload {report['offload']}{chosen} "
-                  f"--weights {report['weights']}")
+                  f"--weights {report['weights']}{extras}")
     for stage, device_bytes in report["per_stage"].items():
         flops = report["flops"].get(stage)
         table.add_row(stage, f"{flops:.3g}" if flops else "", gib(device_bytes), gib(report["per_stage_host"][stage]))
@@ -178,12 +198,13 @@ def gib(value: float) -> str:
 
 
 def dry_run_plans(inputs: list[Path], output: str, *, engine: str, options: RestoreOptions, offload: str,
-                  weights: str, device: str, dtype: str, fps: str | None, recursive: bool, json_report: bool) -> int:
+                  weights: str, device: str, dtype: str, fps: str | None, recursive: bool, json_report: bool,
+                  ff_chunks: int = 1) -> int:
     """`vividvr restore --dry-run`: the plan of every input of the batch (as `vividvr plan` prints it)."""
     if engine != "vivid":
         raise UsageError(f"--dry-run plans the vivid engine's runs; --engine {engine} has nothing to plan")
     jobs = plan_jobs(list(inputs), output, recursive=recursive)
-    reports = [plan_report(build_request(job.input, options, offload, weights, None, device, dtype, fps))
+    reports = [plan_report(build_request(job.input, options, offload, weights, None, device, dtype, fps, ff_chunks))
                for job in jobs]
     if json_report:
         typer.echo(json.dumps({"plans": reports, "exit_code": 0}, indent=2))

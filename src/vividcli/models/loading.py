@@ -228,13 +228,14 @@ class VividVRModels:
 
 
 def load_models(ckpt_dir: Path | str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                offload: str = "none", weights: str = "bf16") -> VividVRModels:
+                offload: str = "none", weights: str = "bf16", ff_chunks: int = 1) -> VividVRModels:
     """Load and check everything in the official layout; the first problem raises a one-line CheckpointError.
 
     `dtype` is bfloat16 or float32 (float16 overflows in T5 and the transformer: a UsageError). Weights
     are read in `dtype` onto the host; `offload` (none, model, group, sequential) says how the
     denoising models are placed on `device`; T5 and the VAE come to it only for their stages. `weights`
-    "fp8" stores the denoising models' weights as float8 (models/offload.py)."""
+    "fp8" stores the denoising models' weights as float8; `ff_chunks` > 1 runs their blocks' feed-forward
+    and rotary embedding in that many token slices (models/offload.py, models/chunking.py)."""
     check_vivid_dtype(str(dtype).removeprefix("torch."))
     layout = CheckpointLayout(Path(ckpt_dir))
     layout.check()
@@ -249,5 +250,5 @@ def load_models(ckpt_dir: Path | str, dtype: torch.dtype = torch.float32, device
         scheduler=load_scheduler(layout),
         dtype=dtype,
         device=torch.device(device),
-        placement=Placement((transformer, controlnet), device, offload, weights),
+        placement=Placement((transformer, controlnet), device, offload, weights, ff_chunks),
     )

@@ -16,6 +16,9 @@ On a CPU device every mode computes the same numbers (only where the weights sit
 `weights="fp8"` stores the denoising models' weights as float8_e4m3fn and casts each layer to the
 compute dtype when it runs (diffusers' layerwise casting; embeddings, norms and the control feature
 projector stay in the compute dtype): half the weight memory, slightly different outputs.
+
+`ff_chunks=N` (> 1) runs every DiT and ControlNet block's feed-forward and rotary embedding on N slices
+of the tokens (models/chunking.py): less activation memory, the same numbers up to summation order.
 """
 
 from __future__ import annotations
@@ -26,24 +29,41 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from vividcli.config import OFFLOAD_MODES, WEIGHT_FORMATS
+from vividcli.config import OFFLOAD_MODES, WEIGHT_FORMATS, RestoreOptions
+from vividcli.models.chunking import enable_token_chunking
+from vividcli.planning.cost import MemoryChoice, choose_memory, run_shape
+from vividcli.planning.plan import RestorePlan, plan_restoration
 
 HOST = torch.device("cpu")
-# `auto` on CUDA: the first mode whose budget fits the free memory. Coarse peaks for the paper's
-# setting (121 frames, 128-latent tiles, CFG batch 2, bf16) from docs/benchmarks.md's estimates;
-# `vividvr plan` gives the figure for a given input.
-AUTO_BUDGETS = (("none", 48 * 2**30), ("model", 26 * 2**30), ("group", 14 * 2**30))
 
 
-def resolve_offload(mode: str, device: torch.device | str) -> str:
-    """`auto`: none on the CPU; on CUDA the fastest mode whose budget fits the device's free memory."""
+def resolve_memory(offload: str, device: torch.device | str, plan: RestorePlan, options: RestoreOptions,
+                   weights: str = "bf16", ff_chunks: int = 1, dtype: torch.dtype = torch.bfloat16,
+                   budget_bytes: float | None = None, strict: bool = True) -> MemoryChoice:
+    """The settings a run of `plan` uses: `offload` auto becomes, on CUDA, the fastest mode (adding token
+    chunking, then sequential CFG, where needed) whose planned peak fits `budget_bytes` (default: the
+    device's free memory now) — `planning.cost.choose_memory`; on the CPU, none. An explicit mode keeps
+    the given settings. UsageError when nothing fits (`strict`; else the smallest, `fits=False`)."""
     device = torch.device(device)
-    if mode != "auto":
-        return mode
-    if device.type != "cuda":
-        return "none"
-    free, _total = torch.cuda.mem_get_info(device)
-    return next((name for name, need in AUTO_BUDGETS if free >= need), "sequential")
+    shape = run_shape(plan, options, dtype_bytes=torch.finfo(dtype).bits // 8)
+    if offload == "auto" and device.type != "cuda":
+        offload = "none"
+    if offload != "auto":
+        return choose_memory(shape, None, weights, offload, options.sequential_cfg, ff_chunks)
+    if budget_bytes is None:
+        budget_bytes, _total = torch.cuda.mem_get_info(device)
+    return choose_memory(shape, budget_bytes, weights, "auto", options.sequential_cfg, ff_chunks, strict=strict)
+
+
+def resolve_offload(mode: str, device: torch.device | str, weights: str = "bf16") -> str:
+    """`auto`: none on the CPU; on CUDA the fastest mode whose planned peak for the paper's setting (121
+    frames at 1024 x 1820, default options) fits the device's free memory, by itself or with token
+    chunking and sequential CFG (else sequential). `resolve_memory` plans for the real input."""
+    if mode != "auto" or torch.device(device).type != "cuda":
+        return mode if mode != "auto" else "none"
+    options = RestoreOptions()
+    plan = plan_restoration(121, 1024, 1820, options)
+    return resolve_memory(mode, device, plan, options, weights, strict=False).offload
 
 
 @contextmanager
@@ -62,12 +82,14 @@ class Placement:
     """Applies an offload mode to the denoising models and moves the stage models in and out."""
 
     def __init__(self, denoisers: tuple[nn.Module, ...], device: torch.device | str, mode: str = "none",
-                 weights: str = "bf16"):
+                 weights: str = "bf16", ff_chunks: int = 1):
         if mode not in OFFLOAD_MODES or mode == "auto":
             raise ValueError(f"offload mode must be one of none, model, group, sequential; got {mode!r}")
         if weights not in WEIGHT_FORMATS:
             raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}; got {weights!r}")
         self.denoisers, self.device, self.mode, self.weights = denoisers, torch.device(device), mode, weights
+        self.ff_chunks = 1
+        self.set_ff_chunks(ff_chunks)
         for module in denoisers:
             if weights == "fp8":  # before offloading: the hooks then move the fp8 copies
                 module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=module.dtype)
@@ -75,6 +97,15 @@ class Placement:
                 module.to(self.device)
             elif mode in ("group", "sequential"):
                 self._apply_group_offloading(module)
+
+    def set_ff_chunks(self, chunks: int) -> None:
+        """Run the denoising blocks' feed-forward and rotary embedding in `chunks` token slices (<= 1: off);
+        can change between runs (the weights stay where they are)."""
+        if not isinstance(chunks, int) or chunks < 0:
+            raise ValueError(f"ff_chunks must be a whole number >= 0 (0 or 1: off), got {chunks!r}")
+        for module in self.denoisers:
+            enable_token_chunking(module, chunks)
+        self.ff_chunks = max(chunks, 1)
 
     def _apply_group_offloading(self, module: nn.Module) -> None:
         from diffusers.hooks import apply_group_offloading

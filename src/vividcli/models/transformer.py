@@ -92,12 +92,10 @@ class VividVRTransformer3DModel(CogVideoXTransformer3DModel):
         emb = embed_timestep(self, timestep, latents.dtype, timestep_cond, ofs)
 
         # 2. Patch embedding with the control branch added (times γ)
-        tokens = embed_tokens(self, encoder_hidden_states, latents, control_latents, emb, conditioning_scale)
-        text_length = encoder_hidden_states.shape[1]
-        text_tokens, video_tokens = tokens[:, :text_length], tokens[:, text_length:]
+        tokens = [embed_tokens(self, encoder_hidden_states, latents, control_latents, emb, conditioning_scale)]
 
         # 3. DiT blocks, each followed by its connector (residual times γ)
-        video_tokens = self._blocks(video_tokens, text_tokens, emb, image_rotary_emb, attention_kwargs,
+        video_tokens = self._blocks(tokens, encoder_hidden_states.shape[1], emb, image_rotary_emb, attention_kwargs,
                                     control_hidden_states, conditioning_scale)
 
         # 4. Output normalisation and projection
@@ -111,15 +109,22 @@ class VividVRTransformer3DModel(CogVideoXTransformer3DModel):
 
     def _blocks(
         self,
-        video_tokens: torch.Tensor,
-        text_tokens: torch.Tensor,
+        tokens: list[torch.Tensor],
+        text_length: int,
         emb: torch.Tensor,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None,
         attention_kwargs: dict[str, Any] | None,
         control_hidden_states: Sequence[torch.Tensor] | None,
         scale: float,
     ) -> torch.Tensor:
-        """The DiT blocks; after block i, connector i injects ControlNet state i // ceil(blocks / states)."""
+        """The DiT blocks; after block i, connector i injects ControlNet state i // ceil(blocks / states).
+
+        `tokens` holds the embedded [text | video] tokens and is emptied: with no other reference left they
+        are freed once the first block has used them (0.75 GiB per sample at 65k tokens).
+        """
+        embedded = tokens.pop()
+        text_tokens, video_tokens = embedded[:, :text_length], embedded[:, text_length:]
+        del embedded
         connect = control_hidden_states is not None and scale != 0
         interval = math.ceil(len(self.transformer_blocks) / len(control_hidden_states)) if connect else 0
         for i, block in enumerate(self.transformer_blocks):

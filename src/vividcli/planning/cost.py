@@ -3,6 +3,7 @@
     shape = run_shape(plan, options)                       # clips, tiles, steps, tokens, sizes
     cost = estimate(shape, offload="model", weights="fp8")  # flops, device and host bytes per stage
     best = choose_offload(shape, budget_bytes=24e9)         # the fastest mode that fits (UsageError if none)
+    pick = choose_memory(shape, budget_bytes=24e9)          # the same, adding --ff-chunks / --sequential-cfg
 
 Pure arithmetic on a `RestorePlan` and the model sizes (`ModelSizes`; defaults are the official
 CogVideoX1.5-5B / Vivid-VR / T5-XXL / CogVideoX VAE values): no torch, no weights, no device. The
@@ -12,6 +13,7 @@ reproduce the simulated GPU of `benchmarks/vram_dry_run.py` (docs/benchmarks.md)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from vividcli.errors import UsageError
@@ -19,10 +21,13 @@ from vividcli.planning.memory import device_memory, host_memory
 from vividcli.planning.sizes import ModelSizes, RunShape, run_shape
 
 OFFLOAD_ORDER = ("none", "model", "group", "sequential")  # fastest first
+# The token slices `--offload auto` runs the blocks in when that is what fits (models/chunking.py): 8 brings
+# the rotary embedding's slice below the attention's own peak at the paper's setting (docs/planning.md).
+AUTO_FF_CHUNKS = 8
 WEIGHT_FORMATS = ("bf16", "fp8")
 GIB = 2**30
 __all__ = ["ModelSizes", "RunShape", "run_shape", "RunCost", "estimate", "choose_offload", "stage_flops",
-           "OFFLOAD_ORDER", "WEIGHT_FORMATS"]
+           "OFFLOAD_ORDER", "WEIGHT_FORMATS", "MemoryChoice", "choose_memory", "memory_candidates", "AUTO_FF_CHUNKS"]
 
 
 # ----------------------------------------------------------------------------------------------- FLOPs
@@ -107,6 +112,7 @@ class RunCost:
     device: dict[str, int]  # stage -> peak device bytes
     host: dict[str, int]  # stage -> peak host bytes
     terms: dict[str, int] = field(default_factory=dict)  # the named terms the peaks are sums of
+    ff_chunks: int = 1  # token slices of the blocks' feed-forward and rotary embedding (1: stock)
 
     @property
     def peak_device_bytes(self) -> int:
@@ -121,15 +127,18 @@ class RunCost:
         return sum(v for k, v in self.flops.items() if "." not in k)
 
 
-def estimate(shape: RunShape, offload: str = "none", weights: str = "bf16", sizes: ModelSizes = ModelSizes()) -> RunCost:
-    """The cost of running `shape` with the denoising models placed by `offload` in `weights` format."""
+def estimate(shape: RunShape, offload: str = "none", weights: str = "bf16", sizes: ModelSizes = ModelSizes(),
+             ff_chunks: int = 1) -> RunCost:
+    """The cost of running `shape` with the denoising models placed by `offload` in `weights` format, their
+    blocks in `ff_chunks` token slices (models/chunking.py; <= 1: stock)."""
     if offload not in OFFLOAD_ORDER:
         raise UsageError(f"--offload must be one of auto, {', '.join(OFFLOAD_ORDER)}, got {offload!r}")
     if weights not in WEIGHT_FORMATS:
         raise UsageError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
-    device, terms = device_memory(shape, sizes, offload, weights)
+    ff_chunks = max(ff_chunks, 1)
+    device, terms = device_memory(shape, sizes, offload, weights, ff_chunks)
     return RunCost(shape, offload, weights, stage_flops(shape, sizes), device,
-                   host_memory(shape, sizes, offload, weights), terms)
+                   host_memory(shape, sizes, offload, weights), terms, ff_chunks)
 
 
 def choose_offload(shape: RunShape, budget_bytes: float | None, weights: str = "bf16",
@@ -149,3 +158,61 @@ def choose_offload(shape: RunShape, budget_bytes: float | None, weights: str = "
         f"no offload mode fits {budget_bytes / GIB:.1f} GiB of device memory with --weights {weights}: the smallest, "
         f"--offload {smallest.offload}, needs {smallest.peak_device_bytes / GIB:.1f} GiB "
         f"(try --weights fp8, --sequential-cfg, a smaller --tile-size or --clip-frames)")
+
+
+# ------------------------------------------------------------------------------------ auto choice
+
+
+@dataclass(frozen=True)
+class MemoryChoice:
+    """How to run: offload mode, CFG halves one after another or not, token slices of the blocks."""
+
+    offload: str
+    sequential_cfg: bool
+    ff_chunks: int
+    cost: RunCost  # the planned cost with these settings
+    fits: bool = True  # whether its peak fits the budget it was chosen for
+
+    def describe(self) -> str:
+        extras = [f"--ff-chunks {self.ff_chunks}"] * (self.ff_chunks > 1) + ["--sequential-cfg"] * self.sequential_cfg
+        return " ".join([f"--offload {self.offload}", *extras])
+
+
+def memory_candidates(offload: str = "auto", sequential_cfg: bool = False, ff_chunks: int = 1) -> list[tuple[str, bool, int]]:
+    """(offload, sequential CFG, FF chunks) that `--offload auto` tries, fastest first: the modes in
+    OFFLOAD_ORDER, each first as asked, then with the blocks in AUTO_FF_CHUNKS token slices (no change to
+    the numbers beyond summation order, nor to the job's cache key), then with the CFG halves one after
+    another, then both. What the user set (`--sequential-cfg`, `--ff-chunks N`) is kept; an explicit
+    `offload` mode is the only candidate."""
+    if offload != "auto":
+        return [(offload, sequential_cfg, max(ff_chunks, 1))]
+    chunk_options = (ff_chunks,) if ff_chunks > 1 else (1, AUTO_FF_CHUNKS)
+    cfg_options = (True,) if sequential_cfg else (False, True)
+    return [(mode, sequential, chunks) for mode in OFFLOAD_ORDER
+            for sequential in cfg_options for chunks in chunk_options]
+
+
+def choose_memory(shape: RunShape, budget_bytes: float | None, weights: str = "bf16", offload: str = "auto",
+                  sequential_cfg: bool = False, ff_chunks: int = 1, sizes: ModelSizes = ModelSizes(),
+                  strict: bool = True) -> MemoryChoice:
+    """The first of `memory_candidates` whose planned peak device memory fits `budget_bytes` (None: no limit).
+
+    `shape` may have been planned with or without sequential CFG: each candidate sets its own. When none
+    fits: UsageError naming the smallest budget that does (`strict`), or the candidate with the smallest
+    peak, marked `fits=False`.
+    """
+    choices = []
+    for mode, sequential, chunks in memory_candidates(offload, sequential_cfg, ff_chunks):
+        batch = 1 if sequential else shape.cfg
+        cost = estimate(dataclasses.replace(shape, cfg_batch=batch), mode, weights, sizes, chunks)
+        choice = MemoryChoice(mode, sequential and shape.cfg > 1, chunks, cost)
+        if budget_bytes is None or cost.peak_device_bytes <= budget_bytes:
+            return choice
+        choices.append(choice)
+    smallest = min(choices, key=lambda c: c.cost.peak_device_bytes)
+    if not strict:
+        return dataclasses.replace(smallest, fits=False)
+    raise UsageError(
+        f"nothing fits {budget_bytes / GIB:.1f} GiB of device memory with --weights {weights}: the smallest, "
+        f"{smallest.describe()}, needs {smallest.cost.peak_device_bytes / GIB:.1f} GiB "
+        f"(try{' --weights fp8,' if weights != 'fp8' else ''} a smaller --tile-size or --clip-frames)")

@@ -12,12 +12,13 @@ from __future__ import annotations
 from vividcli.planning.sizes import ModelSizes, RunShape
 
 FP32 = 4
-# Denoising peak, inside the rotary embedding of a DiT block (query/key of the video tokens): alive are
-# the ControlNet's states (one per ControlNet block), TEXT_VIDEO_TENSORS of [B, text + video, hidden]
-# (the embedded tokens, the attention input, value, normalised query and key), VIDEO_TENSORS of
-# [B, video, hidden] (block input, norm output, rotated half) and ROTARY_FP32 float32 copies of the query.
+# Denoising peak, inside the rotary embedding of the first DiT block (query/key of the video tokens; the
+# embedded tokens are freed after it): alive are the ControlNet's states (one per ControlNet block),
+# TEXT_VIDEO_TENSORS of [B, text + video, hidden] (the embedded tokens, which hold the block's input, the
+# attention input, value, normalised query and key), VIDEO_TENSORS of [B, video, hidden] (norm output,
+# rotated half) and ROTARY_FP32 float32 copies of the query.
 TEXT_VIDEO_TENSORS = 5
-VIDEO_TENSORS = 3
+VIDEO_TENSORS = 2
 ROTARY_FP32 = 3
 # Clip-sized tensors on the device while one clip is denoised: its latents and control latents and the
 # three blending sums (latents, x0, weights) of `denoise_clip_step`.
@@ -73,18 +74,43 @@ def streamed_weights(sizes: ModelSizes, offload: str, weights: str, e: int) -> i
     return sizes.top_level_params * e + max(block, sizes.projector_pair_params * e)  # the projector stays bf16
 
 
-def denoise_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
-    """Activation terms of one tile's ControlNet + transformer call (batch `cfg_batch`)."""
+def denoise_activations(shape: RunShape, sizes: ModelSizes, ff_chunks: int = 1) -> dict[str, int]:
+    """Activation terms of one tile's ControlNet + transformer call (batch `cfg_batch`); `ff_chunks` > 1:
+    the blocks run in that many token slices (models/chunking.py, `chunked_block_peak`)."""
     e, b, d = shape.dtype_bytes, shape.cfg_batch, sizes.hidden
     n = shape.video_tokens(sizes)
     video, text_video = b * n * d * e, b * (n + sizes.text_length) * d * e
     states = sizes.controlnet_layers * video if shape.controlnet_on else 0
     tile = shape.latent_frames * sizes.latent_channels * shape.tile_latent[0] * shape.tile_latent[1] * e
     clip = shape.latent_frames * sizes.latent_channels * shape.latent_size[0] * shape.latent_size[1] * e
+    common = {"rope_tables": 2 * n * sizes.head_dim * FP32, "tile_inputs": 2 * b * tile,
+              "clip_tensors": CLIP_LATENT_TENSORS * clip}
+    if ff_chunks > 1:
+        return {"controlnet_states": states, **chunked_block_peak(shape, sizes, ff_chunks), **common}
     return {"controlnet_states": states, "text_video_tensors": TEXT_VIDEO_TENSORS * text_video,
-            "video_tensors": VIDEO_TENSORS * video, "rotary_fp32": ROTARY_FP32 * b * n * d * FP32,
-            "rope_tables": 2 * n * sizes.head_dim * FP32, "tile_inputs": 2 * b * tile,
-            "clip_tensors": CLIP_LATENT_TENSORS * clip}
+            "video_tensors": VIDEO_TENSORS * video, "rotary_fp32": ROTARY_FP32 * b * n * d * FP32, **common}
+
+
+def chunked_block_peak(shape: RunShape, sizes: ModelSizes, chunks: int) -> dict[str, int]:
+    """The largest moment of the first DiT block run in `chunks` token slices (its input, the embedded
+    [text | video] tokens, is alive only there), as terms. Each moment holds the embedded tokens and:
+    the rotary embedding the attention-input norm (video), query, key and value and, for one slice of the
+    query, its rotated half and ROTARY_FP32 float32 copies; the
+    attention that norm, query, key, value and the attention output; the feed-forward the block's
+    running tokens (video), its input, its output and, for one slice, the hidden layer's two tensors."""
+    e, b, d = shape.dtype_bytes, shape.cfg_batch, sizes.hidden
+    n = shape.video_tokens(sizes)
+    length = n + sizes.text_length
+    video, text_video = b * n * d * e, b * length * d * e
+    video_slice, token_slice = -(-n // chunks), -(-length // chunks)
+    moments = {
+        "rotary": {"text_video_tensors": 4 * text_video, "video_tensors": video,
+                   "rotary_slice": b * video_slice * d * (ROTARY_FP32 * FP32 + e)},
+        "attention": {"text_video_tensors": 5 * text_video, "video_tensors": video},
+        "feed_forward": {"text_video_tensors": 3 * text_video, "video_tensors": video,
+                         "ff_hidden_slice": 2 * b * token_slice * sizes.ff_mult * d * e},
+    }
+    return max(moments.values(), key=lambda terms: sum(terms.values()))
 
 
 def vae_call_unit(shape: RunShape, sizes: ModelSizes) -> int:
@@ -174,24 +200,24 @@ def t5_activations(shape: RunShape, sizes: ModelSizes) -> dict[str, int]:
     return {"t5_scores": scores, "t5_hidden": hidden}
 
 
-def device_memory(shape: RunShape, sizes: ModelSizes, offload: str, weights: str) -> tuple[dict, dict]:
-    """(stage -> peak device bytes, term -> bytes) for `offload` and `weights`."""
+def device_memory(shape: RunShape, sizes: ModelSizes, offload: str, weights: str,
+                  ff_chunks: int = 1) -> tuple[dict, dict]:
+    """(stage -> peak device bytes, term -> bytes) for `offload`, `weights` and `ff_chunks` token slices."""
     e = shape.dtype_bytes
     denoisers = denoiser_weights(sizes, weights, e)
     resident = denoisers if offload == "none" else 0  # outside the denoising stage
     in_denoise = denoisers if offload in ("none", "model") else streamed_weights(sizes, offload, weights, e)
     vae, t5 = sizes.vae_params * e, sizes.t5_params * e
     acts = {"encode": encode_activations(shape, sizes), "text": t5_activations(shape, sizes),
-            "denoise": denoise_activations(shape, sizes), "decode": decode_activations(shape, sizes)}
+            "denoise": denoise_activations(shape, sizes, ff_chunks), "decode": decode_activations(shape, sizes)}
     device = {
         "load": resident,
         "encode": resident + vae + sum(acts["encode"].values()),
         "text": resident + t5 + sum(acts["text"].values()),
         "denoise": in_denoise + sum(acts["denoise"].values()),
-        # merge: on the host copies; group/sequential hooks have sent every group back by then
-        # the last clip's new latents and x0 are still on the device
-        "merge": ((denoisers if offload in ("none", "model") else 0) + acts["denoise"]["rope_tables"]
-                  + 2 * acts["denoise"]["clip_tensors"] // CLIP_LATENT_TENSORS),
+        # merge: on the host copies (every clip's new latents and x0 went back to the host); group/sequential
+        # hooks have sent every group back by then; the cached RoPE tables stay on the device
+        "merge": (denoisers if offload in ("none", "model") else 0) + acts["denoise"]["rope_tables"],
         "decode": resident + vae + sum(acts["decode"].values()),
     }
     terms = {"denoiser_weights": denoisers, "denoise_weights_on_device": in_denoise, "vae_weights": vae,

@@ -66,6 +66,7 @@ class DryRunSpec:
     offload: str = "none"
     weights: str = "bf16"
     sequential_cfg: bool = False  # CFG halves one after another at batch 1
+    ff_chunks: int = 1  # token slices of the blocks' feed-forward and rotary embedding (models/chunking.py)
     color_fix: str = "adain"
     upscale: float = 0.0
     tile_size: int = 128
@@ -127,8 +128,9 @@ def make_models(nets: dict[str, torch.nn.Module], spec: DryRunSpec) -> VividVRMo
     if weights_live_on_host():
         from vividcli.models.offload import Placement
 
-        extra["placement"] = Placement((nets["transformer"], nets["controlnet"]), DEVICE, spec.offload, spec.weights)
-    elif (spec.offload, spec.weights) != ("none", "bf16"):
+        extra["placement"] = Placement((nets["transformer"], nets["controlnet"]), DEVICE, spec.offload, spec.weights,
+                                       ff_chunks=spec.ff_chunks)
+    elif (spec.offload, spec.weights, spec.ff_chunks) != ("none", "bf16", 1):
         raise NotImplementedError("this tree has no offload modes or fp8 weights (models/offload.py)")
     return VividVRModels(tokenizer=StubTokenizer(), scheduler=scheduler, dtype=torch.bfloat16, device=DEVICE,
                          **nets, **extra)
@@ -190,7 +192,7 @@ def report(spec: DryRunSpec, plan, tracker: LiveBytes, nets: dict[str, torch.nn.
         "what": "Vivid-VR restoration on a simulated GPU, one denoising step (vividcli.testing.dry_run)",
         "config": "tiny" if spec.tiny else "CogVideoX1.5-5B + 6-block ControlNet + CogVideoX VAE + T5-v1.1-XXL",
         "offload": spec.offload, "weights": spec.weights, "compute_dtype": "bfloat16",
-        "cfg_batch": 1 if spec.sequential_cfg else 2,
+        "cfg_batch": 1 if spec.sequential_cfg else 2, "ff_chunks": max(spec.ff_chunks, 1),
         "frames": spec.frames, "input_size": [spec.height, spec.width], "output_size": list(plan.output_size),
         "tile_size": spec.tile_size, "clip_frames": spec.clip_frames, "color_fix": spec.color_fix,
         "clips": len(plan.clips), "tiles": len(plan.tiles),
