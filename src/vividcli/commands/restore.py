@@ -27,6 +27,7 @@ from vividcli.commands.options import (
     ClipFrames,
     Device,
     Dtype,
+    FfChunks,
     Fps,
     TileSize,
     TrustRemoteCode,
@@ -119,6 +120,7 @@ def restore(
     sequential_cfg: Annotated[bool, typer.Option(
         help="Vivid engine: run the two classifier-free-guidance halves one after another at batch 1 (about half "
              "the activation memory; the same result up to float rounding).")] = False,
+    ff_chunks: FfChunks = 1,
     fps: Fps = None,
     recursive: Annotated[bool, typer.Option(help="Look for videos in subfolders of input folders.")] = False,
     shard: Annotated[Optional[str], typer.Option(
@@ -166,12 +168,12 @@ def restore(
         if dry_run:
             raise typer.Exit(dry_run_plans(inputs, output, engine=engine, options=options, offload=offload,
                                            weights=weights, device=device, dtype=dtype, fps=fps, recursive=recursive,
-                                           json_report=json_report))
+                                           json_report=json_report, ff_chunks=ff_chunks))
         request = build_request(
             inputs=inputs, output=output, engine=engine, options=options, ckpt_dir=ckpt_dir, caption=caption,
             captions_file=captions_file, captioner=captioner, trust_remote_code=trust_remote_code,
             textfix=textfix, sr_model=sr_model, sr_tile=sr_tile, device=device, dtype=dtype, offload=offload, weights=weights,
-            fps=fps, shard=shard, batch_parallel=batch_parallel,
+            ff_chunks=ff_chunks, fps=fps, shard=shard, batch_parallel=batch_parallel,
             recursive=recursive, overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
             save_frames=save_frames, no_audio=no_audio, cache_dir=cache_dir, no_resume=no_resume,
             checkpoint_every=checkpoint_every, keep_cache=keep_cache, quiet=quiet, json_report=json_report)
@@ -183,7 +185,7 @@ def build_request(
     *, inputs: list[Path], output: str, engine: str, options: RestoreOptions, ckpt_dir: Path | None,
     caption: str | None, captions_file: Path | None, captioner: str | None, trust_remote_code: bool,
     textfix: bool, sr_model: Path | None, sr_tile: int, device: str, dtype: str, offload: str, weights: str,
-    fps: str | None, shard: str | None = None, batch_parallel: bool = False,
+    fps: str | None, shard: str | None = None, batch_parallel: bool = False, ff_chunks: int = 1,
     environ: Mapping[str, str] | None = None,
     recursive: bool, overwrite: bool, codec: str | None, crf: int | None, preset: str | None,
     pix_fmt: str | None, save_frames: Path | None, no_audio: bool, cache_dir: Path | None, no_resume: bool,
@@ -204,6 +206,8 @@ def build_request(
         raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
     if weights not in WEIGHT_FORMATS:
         raise UsageError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    if ff_chunks < 0:
+        raise UsageError(f"--ff-chunks must be 0 or more (0 or 1: off), got {ff_chunks}")
     environ = os.environ if environ is None else environ  # the launcher's RANK, WORLD_SIZE, LOCAL_RANK
     share = batch_shard(shard, batch_parallel, environ)
     # Under a launcher the vivid engine shares each video's denoising steps between the processes
@@ -226,7 +230,7 @@ def build_request(
         captioner=captioner, trust_remote_code=trust_remote_code, device=device, dtype=dtype, textfix=textfix,
         sr_model=sr_model, sr_tile=sr_tile, cache_dir=cache_dir, resume=not no_resume,
         checkpoint_every=checkpoint_every, keep_cache=keep_cache, offload=offload, weights=weights,
-        outputs={str(job.input): str(job.output) for job in jobs})
+        ff_chunks=max(ff_chunks, 1), outputs={str(job.input): str(job.output) for job in jobs})
     if device.startswith("cuda"):
         resolve_device(device)  # CUDA asked for by name: is there one? (imports torch, which it needs anyway)
     if engine == "vivid":

@@ -42,6 +42,7 @@ class EngineSpec:
     keep_cache: bool = False
     offload: str = "auto"
     weights: str = "bf16"
+    ff_chunks: int = 1  # token slices of the denoising blocks (vivid engine; models/chunking.py)
     outputs: dict[str, str] = field(default_factory=dict)  # input path -> output path, for the job cache
     group: StepGroup | None = None  # a step-parallel job's process group (vivid engine)
 
@@ -108,7 +109,7 @@ def vivid_settings(spec: EngineSpec):
         caption=spec.caption, captions_file=spec.captions_file, captioner=spec.captioner,
         trust_remote_code=spec.trust_remote_code, cache_dir=spec.cache_dir, resume=spec.resume,
         checkpoint_every=spec.checkpoint_every, keep_cache=spec.keep_cache, offload=spec.offload,
-        weights=spec.weights, group=spec.group,
+        weights=spec.weights, ff_chunks=spec.ff_chunks, group=spec.group,
     )
 
 

@@ -42,9 +42,10 @@ from vividcli.hub import download_command
 from vividcli.interrupt import GracefulInterrupt, Interrupted
 from vividcli.media.reader import FrameSource
 from vividcli.models.loading import VividVRModels, load_models
-from vividcli.models.offload import resolve_offload
+from vividcli.models.offload import resolve_memory
 from vividcli.parallel import StepGroup
 from vividcli.pipeline import PreparedClips, conditioning_mismatch, restore_frames
+from vividcli.planning.cost import MemoryChoice
 from vividcli.planning.geometry import plan_geometry
 from vividcli.planning.plan import RestorePlan, plan_restoration
 from vividcli.progress import NullProgress, Progress
@@ -88,6 +89,8 @@ class VividSettings:
     keep_cache: bool = False
     offload: str = "auto"  # models/offload.py: none, model, group, sequential, or auto
     weights: str = "bf16"  # bf16 (the compute dtype) or fp8 storage of the denoising models
+    ff_chunks: int = 1  # token slices of the denoising blocks (models/chunking.py); --offload auto may add them
+    max_vram: float | None = None  # GiB budget of --offload auto (None: the device's free memory)
     group: StepGroup | None = None  # this process leads a step-parallel job (vividcli.parallel)
 
 
@@ -103,17 +106,35 @@ class VividEngine:
         self.output_for = output_for
         self._models: VividVRModels | None = None
         self._captioner: CaptionerChoice | None = None
+        self._memory: MemoryChoice | None = None  # offload mode, sequential CFG, token chunks of this batch
 
     @property
     def models(self) -> VividVRModels:
         """Loaded on first use and shared by every input of a batch (until a captioner needs the memory)."""
         if self._models is None:
             s = self.settings
-            offload = resolve_offload(s.offload, s.device)
+            if self._memory is None:  # asked for before any input was planned: plan for the paper's setting
+                self.choose_memory(plan_restoration(121, 1024, 1820, s.options))
+            memory = self._memory
             if torch.device(s.device).type == "cuda":  # on the CPU there is nothing to offload
-                self.say(f"offload: {offload}" + (" (auto)" if s.offload == "auto" else ""))
-            self._models = load_models(s.ckpt_dir, dtype=s.dtype, device=s.device, offload=offload, weights=s.weights)
+                self.say(f"memory: {memory.describe()}" + (" (auto)" if s.offload == "auto" else ""))
+            self._models = load_models(s.ckpt_dir, dtype=s.dtype, device=s.device, offload=memory.offload,
+                                       weights=s.weights, ff_chunks=memory.ff_chunks)
         return self._models
+
+    def choose_memory(self, plan: RestorePlan) -> MemoryChoice:
+        """`--offload auto` through the planner, once per batch (the first input's plan, before its cache key
+        is made): the fastest mode, with token chunking and then sequential CFG where needed, whose planned
+        peak fits the device's free memory or `max_vram` (models.offload.resolve_memory; UsageError when
+        nothing does). A sequential CFG chosen here becomes part of the options, so of the job's cache key."""
+        if self._memory is None:
+            s = self.settings
+            budget = s.max_vram * 2**30 if s.max_vram is not None else None
+            self._memory = resolve_memory(s.offload, s.device, plan, s.options, s.weights, s.ff_chunks, s.dtype,
+                                          budget_bytes=budget)
+            if self._memory.sequential_cfg and not s.options.sequential_cfg:
+                self.settings = dataclasses.replace(s, options=dataclasses.replace(s.options, sequential_cfg=True))
+        return self._memory
 
     def release_models(self) -> None:
         """Free the restoration models (loaded again on next use), so that a captioner never shares
@@ -171,6 +192,7 @@ class VividEngine:
     def restore(self, source: FrameSource, progress: Progress | None = None) -> Iterator[np.ndarray]:
         progress = progress or NullProgress()
         plan = plan_restoration(source.num_frames, source.height, source.width, self.settings.options)
+        self.choose_memory(plan)  # may turn on sequential CFG: before the cache key and the run use the options
         known = self.caption_source()
         captions = generate_captions(plan, source, known, float(source.info.fps)) if known else None
         cache = self._open_cache(source, captions)
