@@ -11,6 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from vividcli.config import OFFLOAD_MODES, WEIGHT_FORMATS
+from vividcli.errors import UsageError
+
 CkptDir = Annotated[Optional[Path], typer.Option(
     help="Checkpoint folder (official layout); default $VIVIDVR_CKPT_DIR or `vividvr models path`.")]
 Captioner = Annotated[Optional[str], typer.Option(
@@ -56,3 +59,12 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but er
 JsonReport = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 ReplaceOutput = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 
+
+def check_memory_options(offload: str, weights: str, ff_chunks: int) -> None:
+    """--offload, --weights and --ff-chunks, as `restore` and `plan` take them (UsageError, exit 2)."""
+    if offload not in OFFLOAD_MODES:
+        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    if weights not in WEIGHT_FORMATS:
+        raise UsageError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    if ff_chunks < 0:
+        raise UsageError(f"--ff-chunks must be 0 or more (0 or 1: off), got {ff_chunks}")

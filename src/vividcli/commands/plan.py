@@ -31,12 +31,13 @@ from vividcli.commands.options import (
     TileSize,
     Upscale,
     Weights,
+    check_memory_options,
 )
 from vividcli.config import OFFLOAD_MODES, RestoreOptions
 from vividcli.devices import check_device_name, check_vivid_dtype, dtype_name
 from vividcli.errors import UsageError
 from vividcli.media.probe import parse_fps, probe
-from vividcli.planning.cost import GIB, WEIGHT_FORMATS, ModelSizes, RunCost, choose_memory, estimate, run_shape
+from vividcli.planning.cost import GIB, ModelSizes, RunCost, choose_memory, estimate, run_shape
 from vividcli.planning.plan import plan_restoration
 from vividcli.runner import plan_jobs
 
@@ -91,12 +92,7 @@ def plan(
 def build_request(input: Path, options: RestoreOptions, offload: str, weights: str, max_vram: float | None,
                   device: str, dtype: str, fps: str | None, ff_chunks: int = 1) -> PlanRequest:
     """Every option checked (UsageError, exit 2) before the input is read."""
-    if offload not in OFFLOAD_MODES:
-        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
-    if weights not in WEIGHT_FORMATS:
-        raise UsageError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
-    if ff_chunks < 0:
-        raise UsageError(f"--ff-chunks must be 0 or more (0 or 1: off), got {ff_chunks}")
+    check_memory_options(offload, weights, ff_chunks)
     if max_vram is not None and not max_vram > 0:
         raise UsageError(f"--max-vram must be a positive number of GiB, got {max_vram}")
     check_device_name(device)

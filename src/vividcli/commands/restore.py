@@ -32,9 +32,10 @@ from vividcli.commands.options import (
     TileSize,
     TrustRemoteCode,
     Upscale,
+    check_memory_options,
 )
 from vividcli.commands.plan import dry_run_plans
-from vividcli.config import OFFLOAD_MODES, SR_TILE_OVERLAP, WEIGHT_FORMATS, RestoreOptions
+from vividcli.config import SR_TILE_OVERLAP, RestoreOptions
 from vividcli.devices import check_device_name, check_vivid_dtype, dtype_name, local_rank_device, resolve_device
 from vividcli.engines.build import EngineSpec, checkpoint_dir, engine_factory, serve_as_worker
 from vividcli.errors import UsageError, error_line
@@ -202,12 +203,7 @@ def build_request(
     dtype = dtype_name(dtype)
     if engine == "vivid":
         check_vivid_dtype(dtype)
-    if offload not in OFFLOAD_MODES:
-        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
-    if weights not in WEIGHT_FORMATS:
-        raise UsageError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
-    if ff_chunks < 0:
-        raise UsageError(f"--ff-chunks must be 0 or more (0 or 1: off), got {ff_chunks}")
+    check_memory_options(offload, weights, ff_chunks)
     environ = os.environ if environ is None else environ  # the launcher's RANK, WORLD_SIZE, LOCAL_RANK
     share = batch_shard(shard, batch_parallel, environ)
     # Under a launcher the vivid engine shares each video's denoising steps between the processes
