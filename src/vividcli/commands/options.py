@@ -40,7 +40,8 @@ Dtype = Annotated[str, typer.Option(
 Offload = Annotated[str, typer.Option(
     help="Where the vivid engine keeps its models: none (all on the GPU), model (the denoising models on the "
          "GPU only while denoising), group (one block at a time), sequential (one layer at a time: least "
-         "memory, slowest), or auto (by the GPU's free memory; none on the CPU). T5 and the VAE are on the "
+         "memory, slowest), or auto (the fastest mode whose planned peak fits the GPU's free memory, adding "
+         "--ff-chunks 8 and then --sequential-cfg where needed; none on the CPU). T5 and the VAE are on the "
          "GPU only for their stages in every mode.")]
 Weights = Annotated[str, typer.Option(
     help="Vivid engine: store the denoising models' weights in the compute dtype (bf16) or as fp8, cast "

@@ -29,9 +29,12 @@ from vividcli.commands.options import (
     Dtype,
     FfChunks,
     Fps,
+    Offload,
+    SequentialCfg,
     TileSize,
     TrustRemoteCode,
     Upscale,
+    Weights,
     check_memory_options,
 )
 from vividcli.commands.plan import dry_run_plans
@@ -110,17 +113,9 @@ def restore(
                                          "(0: whole frames; smaller saves GPU memory).")] = 512,
     device: Device = "auto",
     dtype: Dtype = "auto",
-    offload: Annotated[str, typer.Option(
-        help="Where the vivid engine keeps its models: none (all on the GPU), model (the denoising models on the "
-             "GPU only while denoising), group (one block at a time), sequential (one layer at a time: least "
-             "memory, slowest), or auto (by the GPU's free memory; none on the CPU). T5 and the VAE are on the "
-             "GPU only for their stages in every mode.")] = "auto",
-    weights: Annotated[str, typer.Option(
-        help="Vivid engine: store the denoising models' weights in the compute dtype (bf16) or as fp8, cast "
-             "layer by layer (half the weight memory; outputs change slightly, docs/memory.md).")] = "bf16",
-    sequential_cfg: Annotated[bool, typer.Option(
-        help="Vivid engine: run the two classifier-free-guidance halves one after another at batch 1 (about half "
-             "the activation memory; the same result up to float rounding).")] = False,
+    offload: Offload = "auto",
+    weights: Weights = "bf16",
+    sequential_cfg: SequentialCfg = False,
     ff_chunks: FfChunks = 1,
     fps: Fps = None,
     recursive: Annotated[bool, typer.Option(help="Look for videos in subfolders of input folders.")] = False,
